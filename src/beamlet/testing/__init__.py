@@ -1,0 +1,1 @@
+"""beamlet.testing"""
