@@ -45,7 +45,9 @@ class Pid:
     serial: int
     creation: int
 
-    def __init__(self, id: int, serial: int = 0, node: Atom | None = None, creation: int = 0) -> None:
+    def __init__(
+        self, id: int, serial: int = 0, node: Atom | None = None, creation: int = 0
+    ) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "serial", serial)
         object.__setattr__(self, "node", node)
@@ -132,6 +134,6 @@ class Ref:
 
 
 #: Immutable leaf types the kernel may share between processes without copying.
-IMMUTABLE_LEAVES: Final = frozenset(
+IMMUTABLE_LEAVES: Final[frozenset[type]] = frozenset(
     {int, float, complex, bool, str, bytes, type(None), Atom, Pid, Ref, range, type(Ellipsis)}
 )

@@ -1,0 +1,636 @@
+"""The kernel's public functions, re-exported by :mod:`beamlet`.
+
+Everything that can block is ``async`` and is a schedule point; everything else
+is a plain function that returns at once (as in Erlang, where only ``receive``
+waits). Semantics are Erlang's; docs/semantics.md has the rules.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import types
+from collections.abc import Callable, Generator
+from itertools import islice
+from typing import Any
+
+from beamlet._kernel import process as P
+from beamlet._kernel import runtime as R
+from beamlet._kernel.copying import copy_message
+from beamlet._kernel.matching import matches, mentions
+from beamlet._kernel.process import BadArg, Process, Sig
+from beamlet._kernel.runtime import (
+    KILL,
+    KILLED,
+    NOPROC,
+    NORMAL,
+    Runtime,
+    current_process,
+    current_process_or_none,
+    current_runtime,
+    is_atom,
+)
+from beamlet._kernel.timers import FIRED, PENDING, Timer
+from beamlet.terms import Atom, Pid, Ref
+
+_tls = R._tls
+_WAIT = P.WAIT
+_YIELD = P.YIELD
+_DIE = P.DIE
+
+
+# ---------------------------------------------------------------------- running
+
+
+def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> Any:
+    """Start a runtime, run ``main(*args)`` as its first process, return its result.
+
+    When ``main`` ends, every other process is killed and the scheduler threads
+    stop. If ``main`` raised, ``run`` raises the same exception; if it was killed
+    by an exit signal, ``run`` raises ``ProcessExit(reason)`` (or the exception
+    that was the reason).
+    """
+    rt = Runtime(schedulers)
+    R.install(rt)
+    try:
+        rt.start()
+        rt.spawn(main, args, None, is_main=True)
+        rt.main_done.wait()
+        ok, value = rt.main_outcome
+    except BaseException:
+        rt.shutdown(grace=1.0)
+        R.uninstall(rt)
+        raise
+    stuck = rt.shutdown()
+    R.uninstall(rt)
+    if stuck:
+        R.logger.warning(
+            "beamlet.run: %d process(es) did not die at shutdown: %r", len(stuck), stuck
+        )
+    if ok:
+        return value
+    if isinstance(value, BaseException):
+        raise value
+    raise P.ProcessExit(value)
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def spawn(fn: Callable[..., Any], *args: Any) -> Pid:
+    """Start ``fn(*args)`` (an async function) as a new process."""
+    return current_runtime().spawn(fn, args, current_process_or_none())[0]
+
+
+def spawn_link(fn: Callable[..., Any], *args: Any) -> Pid:
+    """Spawn and link atomically: the link exists before the child runs."""
+    return current_runtime().spawn(fn, args, current_process(), link=True)[0]
+
+
+def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
+    """Spawn and monitor atomically; returns ``(pid, monitor_ref)``."""
+    pid, ref = current_runtime().spawn(fn, args, current_process(), monitor=True)
+    assert ref is not None
+    return pid, ref
+
+
+def self() -> Pid:
+    """The pid of the calling process."""
+    proc: Process | None = getattr(_tls, "proc", None)
+    if proc is None:
+        raise RuntimeError("self() called outside a beamlet process")
+    return proc.pid
+
+
+def _resolve(rt: Runtime, dest: Any) -> Pid:
+    if type(dest) is Pid:
+        return dest
+    if isinstance(dest, str):
+        pid = rt.names.get(dest)
+        if pid is None:
+            raise BadArg(f"no process is registered as {dest!r}")
+        return pid
+    if isinstance(dest, tuple) and len(dest) == 2:
+        name, node = dest
+        if node is None or node == rt.local_node():
+            return _resolve(rt, name)
+        raise BadArg(f"cannot reach {dest!r}: this node is not distributed")
+    raise BadArg(f"not a pid or a registered name: {dest!r}")
+
+
+def send(dest: Any, msg: Any) -> Any:
+    """Send ``msg`` to a pid or registered name; returns ``msg``.
+
+    The receiver gets a copy (immutable values are shared). Sending to a dead
+    pid is not an error (the message is dropped); to an unregistered name it is.
+    """
+    rt = R._current_runtime
+    if rt is None:
+        raise RuntimeError("send() needs a running beamlet runtime")
+    pid = dest if type(dest) is Pid else _resolve(rt, dest)
+    rt.deliver(pid, copy_message(msg), getattr(_tls, "proc", None))
+    return msg
+
+
+def _take(proc: Process, q: collections.deque[Any], i: int) -> Any:
+    if i == 0:
+        m = q.popleft()
+    else:
+        m = q[i]
+        del q[i]
+    if proc.mark_ref is not None and i < proc.mark_pos:
+        proc.mark_pos -= 1
+    if not q:
+        proc.queue = None
+    return m
+
+
+def _find(q: collections.deque[Any], start: int, patterns: tuple[Any, ...]) -> int:
+    """Index of the first message at or after ``start`` matching any pattern, or -1."""
+    n = len(q)
+    if start >= n:
+        return -1
+    if start == 0:
+        it: Any = q
+    elif start * 2 > n:
+        # Near the tail, indexing from the right is cheap.
+        for i in range(start, n):
+            m = q[i]
+            for p in patterns:
+                if matches(p, m):
+                    return i
+        return -1
+    else:
+        it = islice(q, start, None)
+    i = start
+    if len(patterns) == 1:
+        p0 = patterns[0]
+        for m in it:
+            if matches(p0, m):
+                return i
+            i += 1
+        return -1
+    for m in it:
+        for p in patterns:
+            if matches(p, m):
+                return i
+        i += 1
+    return -1
+
+
+@types.coroutine
+def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None, Any]:
+    """Wait for and remove the oldest message matching any of ``patterns``.
+
+    With no patterns, the oldest message. Messages that do not match stay in
+    the mailbox in order. ``timeout`` (seconds) raises ``TimeoutError`` when
+    nothing matched in time; ``timeout=0`` only looks at what is there.
+    A receive whose every pattern mentions the Ref most recently made by this
+    process (``make_ref()``, ``monitor()``) only scans messages that arrived
+    after that Ref was made (Erlang's receive marker).
+    """
+    proc: Process | None = getattr(_tls, "proc", None)
+    if proc is None:
+        raise RuntimeError("receive() called outside a beamlet process")
+    rt = R._current_runtime
+    assert rt is not None
+    q = proc.queue
+    if not patterns and q is None:
+        # Fast path: nothing queued, take the first message of the inbox directly.
+        while True:
+            inbox = proc.inbox
+            if inbox is not None:
+                lock = proc.lock
+                lock.acquire()
+                items = proc.inbox
+                first = items[0]  # type: ignore[index]
+                if len(items) == 1 and type(first) is not Sig:  # type: ignore[arg-type]
+                    proc.inbox = None
+                    lock.release()
+                    return first
+                lock.release()
+                break
+            if timeout is not None:
+                break
+            yield _WAIT
+            if proc.doom is not None:
+                yield _DIE
+    pos = 0
+    mark = proc.mark_ref
+    if mark is not None and patterns:
+        for p in patterns:
+            if not mentions(p, mark):
+                mark = None
+                break
+        else:
+            pos = proc.mark_pos
+    timer: Timer | None = None
+    try:
+        while True:
+            if proc.inbox is not None:
+                rt.drain(proc)
+                if proc.doom is not None:
+                    yield _DIE
+            q = proc.queue
+            if q is not None:
+                if not patterns:
+                    if q:
+                        return _take(proc, q, 0)
+                else:
+                    i = _find(q, pos, patterns)
+                    if i >= 0:
+                        if mark is not None:
+                            proc.mark_ref = None
+                        return _take(proc, q, i)
+                    pos = len(q)
+            if timeout is not None:
+                if timer is None:
+                    if timeout <= 0:
+                        raise TimeoutError("receive timed out")
+                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout, proc)
+                elif timer.state == FIRED:
+                    raise TimeoutError(f"receive timed out after {timeout} s")
+            yield _WAIT
+    finally:
+        if timer is not None:
+            proc.timer = None
+            if timer.state == PENDING:
+                rt.timers.cancel(timer)
+
+
+@types.coroutine
+def sleep(seconds: float) -> Generator[int, None, None]:
+    """Suspend the calling process for ``seconds``; ``sleep(0)`` just yields."""
+    proc: Process | None = getattr(_tls, "proc", None)
+    if proc is None:
+        raise RuntimeError("sleep() called outside a beamlet process")
+    rt = R._current_runtime
+    assert rt is not None
+    if seconds <= 0:
+        yield _YIELD
+        if proc.inbox is not None:
+            rt.drain(proc)
+        if proc.doom is not None:
+            yield _DIE
+        return
+    timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout, proc)
+    try:
+        while timer.state != FIRED:
+            yield _WAIT
+            if proc.inbox is not None:
+                rt.drain(proc)
+                if proc.doom is not None:
+                    yield _DIE
+    finally:
+        proc.timer = None
+        if timer.state == PENDING:
+            rt.timers.cancel(timer)
+
+
+# ---------------------------------------------------------------------- refs
+
+
+def _set_mark(proc: Process, ref: Ref) -> None:
+    q = proc.queue
+    proc.mark_ref = ref
+    proc.mark_pos = len(q) if q is not None else 0
+    if proc.inbox is not None:
+        # Messages still in the inbox predate the ref too: drop a marker after them.
+        with proc.lock:
+            inbox = proc.inbox
+            if inbox is not None:
+                inbox.append(Sig(P.SIG_MARK, None, ref))
+
+
+def make_ref() -> Ref:
+    """A new unique reference."""
+    ref = current_runtime().make_ref()
+    proc = getattr(_tls, "proc", None)
+    if proc is not None:
+        _set_mark(proc, ref)
+    return ref
+
+
+# ---------------------------------------------------------------------- links & monitors
+
+
+def link(pid: Pid) -> None:
+    """Link the caller and ``pid`` (bidirectional; at most one link per pair).
+
+    If ``pid`` does not exist, the caller gets an exit signal with reason
+    ``noproc`` (a message ``Exit(pid, "noproc")`` if it traps exits).
+    """
+    proc = current_process()
+    if type(pid) is not Pid:
+        raise BadArg(f"link needs a pid, got {pid!r}")
+    if pid == proc.pid:
+        return
+    if proc.links is None:
+        proc.links = set()
+    elif pid in proc.links:
+        return
+    proc.links.add(pid)
+    current_runtime().deliver(pid, Sig(P.SIG_LINK, proc.pid), proc)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove the link; afterwards it has no effect on the caller."""
+    proc = current_process()
+    if type(pid) is not Pid:
+        raise BadArg(f"unlink needs a pid, got {pid!r}")
+    if proc.links is None or pid not in proc.links:
+        return
+    proc.links.discard(pid)
+    current_runtime().deliver(pid, Sig(P.SIG_UNLINK, proc.pid), proc)
+
+
+def monitor(target: Any) -> Ref:
+    """Monitor a pid (or a registered name); returns the monitor's Ref.
+
+    When the target dies, the caller receives ``Down(ref, pid, reason)``; if it is
+    already dead, at once with reason ``noproc``.
+    """
+    proc = current_process()
+    rt = current_runtime()
+    ref = rt.make_ref()
+    _set_mark(proc, ref)
+    if proc.monitors is None:
+        proc.monitors = {}
+    if type(target) is Pid:
+        proc.monitors[ref] = target
+        rt.deliver(target, Sig(P.SIG_MONITOR, proc.pid, ref), proc)
+        return ref
+    if isinstance(target, str):
+        pid = rt.names.get(target)
+        proc.monitors[ref] = pid if pid is not None else target
+        if pid is None:
+            rt.deliver(proc.pid, Sig(P.SIG_DOWN, target, ref, NOPROC))
+        else:
+            rt.deliver(pid, Sig(P.SIG_MONITOR, proc.pid, ref, target), proc)
+        return ref
+    raise BadArg(f"monitor needs a pid or a registered name, got {target!r}")
+
+
+def demonitor(ref: Ref, flush: bool = False) -> bool:
+    """Turn a monitor off. Returns True if it was active.
+
+    After this returns, no ``Down`` for ``ref`` will be queued; one may already be
+    queued, and ``flush=True`` removes it.
+    """
+    proc = current_process()
+    target = proc.monitors.pop(ref, None) if proc.monitors else None
+    if type(target) is Pid:
+        current_runtime().deliver(target, Sig(P.SIG_DEMONITOR, proc.pid, ref), proc)
+    if flush and proc.queue is not None:
+        q = proc.queue
+        for i, m in enumerate(q):
+            if type(m) is P.Down and m.ref == ref:
+                _take(proc, q, i)
+                break
+    return target is not None
+
+
+def exit(pid: Pid, reason: Any) -> None:
+    """Send an exit signal with ``reason`` to ``pid``.
+
+    ``"kill"`` cannot be trapped and kills with reason ``"killed"``; ``"normal"`` is
+    ignored by a process that does not trap exits (unless it is the caller);
+    a process trapping exits receives ``Exit(sender, reason)``. Sent to the
+    caller itself, the exit takes effect at once.
+    """
+    rt = current_runtime()
+    proc = current_process_or_none()
+    if type(pid) is not Pid:
+        raise BadArg(f"exit needs a pid, got {pid!r}")
+    if proc is not None and pid == proc.pid:
+        if is_atom(reason, KILL):
+            proc.doom = KILLED
+        elif proc.trap_exit:
+            rt.deliver(pid, Sig(P.SIG_EXIT, pid, reason, False), proc)
+            return
+        else:
+            proc.doom = reason
+        raise P.ProcessExit(proc.doom)
+    rt.deliver(pid, Sig(P.SIG_EXIT, proc.pid if proc is not None else None, reason, False), proc)
+
+
+def process_flag(flag: str, value: Any) -> Any:
+    """Set a flag of the calling process; returns the old value. Flags: ``trap_exit``."""
+    proc = current_process()
+    if flag == "trap_exit":
+        old = proc.trap_exit
+        proc.trap_exit = bool(value)
+        return old
+    raise BadArg(f"unknown process flag {flag!r}")
+
+
+# ---------------------------------------------------------------------- names
+
+
+def register(name: str, pid: Pid) -> None:
+    """Register ``pid`` under ``name``. BadArg if the name is taken, the process is
+    dead, or it already has a name. The name is released when the process dies."""
+    rt = current_runtime()
+    if not isinstance(name, str) or not name:
+        raise BadArg(f"a registered name must be a non-empty string, got {name!r}")
+    if name == "undefined":
+        raise BadArg("'undefined' cannot be registered")
+    with rt.names_lock:
+        if name in rt.names:
+            raise BadArg(f"{name!r} is already registered to {rt.names[name]!r}")
+        proc = rt.lookup(pid) if type(pid) is Pid else None
+        if proc is None:
+            raise BadArg(f"cannot register {name!r}: {pid!r} is not a live local process")
+        with proc.lock:
+            if proc.state >= P.EXITING:
+                raise BadArg(f"cannot register {name!r}: {pid!r} is not alive")
+            if proc.name is not None:
+                raise BadArg(f"{pid!r} is already registered as {proc.name!r}")
+            proc.name = name
+        rt.names[name] = pid
+
+
+def unregister(name: str) -> None:
+    """Remove a registered name. BadArg if it is not registered."""
+    rt = current_runtime()
+    with rt.names_lock:
+        pid = rt.names.pop(name, None)
+        if pid is None:
+            raise BadArg(f"{name!r} is not registered")
+        proc = rt.lookup(pid)
+        if proc is not None:
+            with proc.lock:
+                proc.name = None
+
+
+def whereis(name: str) -> Pid | None:
+    """The pid registered as ``name``, or None."""
+    return current_runtime().names.get(name)
+
+
+def registered() -> list[str]:
+    """All registered names."""
+    rt = current_runtime()
+    with rt.names_lock:
+        return list(rt.names)
+
+
+# ---------------------------------------------------------------------- introspection
+
+
+def is_alive(pid: Pid) -> bool:
+    """True if ``pid`` is a local process that has not exited."""
+    if type(pid) is not Pid:
+        raise BadArg(f"is_alive needs a pid, got {pid!r}")
+    if pid.node is not None:
+        raise BadArg(f"is_alive only answers for local pids, got {pid!r}")
+    proc = current_runtime().lookup(pid)
+    return proc is not None and proc.state < P.EXITING
+
+
+def processes() -> list[Pid]:
+    """The pids of all live processes."""
+    return [p.pid for p in list(current_runtime().table.values())]
+
+
+def _snapshot(get: Callable[[], Any]) -> Any:
+    # Another thread may mutate a set/dict while we copy it: retry.
+    for _ in range(100):
+        try:
+            return get()
+        except RuntimeError:
+            continue
+    return get()
+
+
+def process_info(pid: Pid) -> dict[str, Any] | None:
+    """A snapshot of a process, or None if it is not alive.
+
+    Keys: ``status`` ("running", "runnable", "waiting", "exiting"),
+    ``message_queue_len`` (messages queued, including not yet drained ones),
+    ``reductions`` (number of times the process was scheduled), ``runtime``
+    (seconds of CPU spent running it, measured by the scheduler), ``memory``
+    (bytes; an estimate: record, coroutine frames and mailbox), ``links``,
+    ``monitors`` (pids/names monitored), ``monitored_by`` (pids),
+    ``registered_name``, ``trap_exit``, ``initial_call`` ((module, qualname,
+    arity)), ``current_stacktrace`` (outermost first, a list of
+    ``traceback.FrameSummary``; empty while it runs).
+    """
+    if type(pid) is not Pid:
+        raise BadArg(f"process_info needs a pid, got {pid!r}")
+    proc = current_runtime().lookup(pid)
+    if proc is None:
+        return None
+    with proc.lock:
+        state = proc.state
+        inbox = list(proc.inbox) if proc.inbox is not None else []
+    if state >= P.DEAD:
+        return None
+    coro = proc.coro
+    q = proc.queue
+    queued = _snapshot(lambda: len(q)) if q is not None else 0
+    pending = sum(1 for it in inbox if type(it) is not Sig)
+    links = _snapshot(lambda: sorted(proc.links or ()))
+    monitors = _snapshot(lambda: list((proc.monitors or {}).values()))
+    monitored_by = _snapshot(lambda: list((proc.monitored_by or {}).values()))
+    stack = R.format_stack(coro) if coro is not None and state != P.RUNNING else []
+    return {
+        "status": P.STATUS_NAMES[state],
+        "message_queue_len": queued + pending,
+        "reductions": proc.reductions,
+        "runtime": proc.runtime,
+        "memory": _memory(proc),
+        "links": links,
+        "monitors": monitors,
+        "monitored_by": [w[0] if isinstance(w, tuple) else w for w in monitored_by],
+        "registered_name": proc.name,
+        "trap_exit": proc.trap_exit,
+        "initial_call": proc.initial_call,
+        "current_stacktrace": stack,
+    }
+
+
+def _memory(proc: Process) -> int:
+    size = sys.getsizeof(proc) + sys.getsizeof(proc.pid)
+    obj = proc.coro
+    while obj is not None:
+        size += sys.getsizeof(obj)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    for c in (proc.queue, proc.inbox, proc.links, proc.monitors, proc.monitored_by):
+        if c is not None:
+            size += sys.getsizeof(c)
+    return size
+
+
+# ---------------------------------------------------------------------- timers
+
+
+def send_after(seconds: float, dest: Any, msg: Any) -> Ref:
+    """Send ``msg`` to ``dest`` (a pid or a name, resolved when the timer fires)
+    after ``seconds``. Returns a Ref for :func:`cancel_timer`."""
+    rt = current_runtime()
+    if type(dest) is not Pid and not isinstance(dest, str):
+        raise BadArg(f"send_after needs a pid or a registered name, got {dest!r}")
+    ref = rt.make_ref()
+    payload = copy_message(msg)
+
+    def fire(timer: Timer) -> None:
+        with rt.send_timers_lock:
+            rt.send_timers.pop(ref, None)
+        target = dest if type(dest) is Pid else rt.names.get(dest)
+        if target is not None:
+            rt.deliver(target, payload)
+
+    with rt.send_timers_lock:
+        timer = rt.timers.add(max(0.0, seconds), fire, None)
+        rt.send_timers[ref] = (timer, dest)
+    return ref
+
+
+def cancel_timer(ref: Ref) -> float | None:
+    """Cancel a ``send_after`` timer: the seconds it had left, or None if it had
+    already fired, been cancelled, or its destination process has exited."""
+    rt = current_runtime()
+    with rt.send_timers_lock:
+        entry = rt.send_timers.pop(ref, None)
+    if entry is None:
+        return None
+    timer, dest = entry
+    left = rt.timers.cancel(timer)
+    if left is not None and type(dest) is Pid and dest.node is None:
+        proc = rt.lookup(dest)
+        if proc is None or proc.state >= P.EXITING:
+            return None
+    return left
+
+
+__all__ = [
+    "BadArg",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "is_alive",
+    "link",
+    "make_ref",
+    "monitor",
+    "process_flag",
+    "process_info",
+    "processes",
+    "receive",
+    "register",
+    "registered",
+    "run",
+    "self",
+    "send",
+    "send_after",
+    "sleep",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+_ = (threading, Atom, NORMAL)  # re-exported names used by type checkers only

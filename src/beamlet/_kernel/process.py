@@ -1,0 +1,174 @@
+"""The process record, kernel signals, and the messages the kernel delivers.
+
+Theory of operation
+-------------------
+A process is an ``async def`` coroutine plus a :class:`Process` record. Everything
+another process can do to it (send a message, link, unlink, monitor, demonitor,
+send an exit signal, report a DOWN) is a *signal* appended to the record's
+``inbox`` under its (striped) lock; this is the only place two threads meet. The
+owning process alone drains its inbox, at its own schedule points (``receive``,
+``sleep``, ...), moving messages to its private ``queue`` and applying the other
+signals to state only it mutates (``links``, ``monitors``, ``monitored_by``).
+Because every signal from A to B travels through B's single inbox in the order
+A appended it, signals between a pair of processes arrive in the order sent -- the
+one ordering guarantee Erlang makes.
+
+The record uses ``__slots__`` and allocates its containers lazily: a blocked
+process that has nothing queued holds no list, deque, set or dict.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Final, NamedTuple
+
+from beamlet.terms import Pid, Ref
+
+# Process states. A sender may only move WAITING -> RUNNABLE (under the lock);
+# the scheduler owns every other transition.
+RUNNABLE: Final = 0
+RUNNING: Final = 1
+WAITING: Final = 2
+EXITING: Final = 3
+DEAD: Final = 4
+
+STATUS_NAMES: Final = ("runnable", "running", "waiting", "exiting", "exiting")
+
+# Traps: what a process yields to its scheduler.
+WAIT: Final = 1  # block until a signal arrives or the wait timer fires
+YIELD: Final = 2  # go to the back of the run queue
+DIE: Final = 3  # the process must die now (reason in ``doom``)
+
+# Signal kinds.
+SIG_EXIT: Final = 1
+SIG_LINK: Final = 2
+SIG_UNLINK: Final = 3
+SIG_MONITOR: Final = 4
+SIG_DEMONITOR: Final = 5
+SIG_DOWN: Final = 6
+SIG_MARK: Final = 7  # receive marker: not a real signal, a position in the stream
+
+_N_STRIPES: Final = 256
+_STRIPES: Final = tuple(threading.Lock() for _ in range(_N_STRIPES))
+
+
+def stripe_lock(n: int) -> threading.Lock:
+    """The lock guarding the inbox and state of the process numbered ``n``.
+
+    Locks are striped: a per-process lock would cost ~100 bytes on CPython < 3.13,
+    and the kernel never holds two process locks at once, so sharing is safe.
+    """
+    return _STRIPES[n % _N_STRIPES]
+
+
+class Sig:
+    """A non-message signal in an inbox. ``a``/``b`` depend on ``kind``:
+
+    EXIT (reason, from_link), LINK, UNLINK, MONITOR (ref, -), DEMONITOR (ref, -),
+    DOWN (ref, reason), MARK (ref, -).
+    """
+
+    __slots__ = ("a", "b", "kind", "sender")
+
+    def __init__(self, kind: int, sender: Any, a: Any = None, b: Any = None) -> None:
+        self.kind = kind
+        self.sender = sender
+        self.a = a
+        self.b = b
+
+    def __repr__(self) -> str:
+        return f"Sig({self.kind}, {self.sender!r}, {self.a!r}, {self.b!r})"
+
+
+class Process:
+    """The kernel's record of one process."""
+
+    __slots__ = (
+        "coro",
+        "doom",
+        "inbox",
+        "initial_call",
+        "links",
+        "lock",
+        "mark_pos",
+        "mark_ref",
+        "monitored_by",
+        "monitors",
+        "name",
+        "pid",
+        "queue",
+        "reductions",
+        "result",
+        "runtime",
+        "state",
+        "thread",
+        "timer",
+        "trap_exit",
+    )
+
+    def __init__(self, pid: Pid, n: int, coro: Any) -> None:
+        self.pid = pid
+        self.coro = coro
+        self.lock = stripe_lock(n)
+        self.state = RUNNABLE
+        self.inbox: list[Any] | None = None
+        self.queue: Any = None  # collections.deque of messages, allocated lazily
+        self.links: set[Pid] | None = None
+        self.monitors: dict[Ref, Any] | None = None  # refs this process holds -> target
+        self.monitored_by: dict[Ref, Pid] | None = None  # refs held on this process -> watcher
+        self.trap_exit = False
+        self.name: str | None = None
+        self.doom: Any = None  # exit reason decided while the process cannot be stopped yet
+        self.timer: Any = None  # the timer of the current receive/sleep
+        self.mark_ref: Ref | None = None
+        self.mark_pos = 0
+        self.reductions = 0
+        self.runtime = 0.0
+        self.initial_call: Any = None
+        self.result: Any = None
+        self.thread: Any = None  # the scheduler running it, while RUNNING
+
+
+class Exit(NamedTuple):
+    """The message a process trapping exits receives for an exit signal."""
+
+    pid: Pid | None
+    reason: Any
+
+
+class Down(NamedTuple):
+    """The message a monitor delivers when its target dies."""
+
+    ref: Ref
+    pid: Any
+    reason: Any
+
+
+class ProcessExit(BaseException):
+    """Raise ``ProcessExit(reason)`` to end the current process with ``reason``.
+
+    Like ``SystemExit``, it is a ``BaseException`` so ``except Exception`` does not
+    swallow it. Ending this way is not a crash: nothing is logged.
+    """
+
+    def __init__(self, reason: Any = "normal") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadArg(ValueError):
+    """An argument the kernel cannot act on (Erlang's ``badarg``)."""
+
+
+class _Any:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+#: In a receive template, matches any value.
+ANY: Final = _Any()

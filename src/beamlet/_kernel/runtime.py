@@ -1,0 +1,601 @@
+"""The runtime: process table, run queue, scheduler threads, exits, shutdown.
+
+Theory of operation
+-------------------
+``Runtime`` owns a table ``process number -> Process``, a registry of names and
+one run queue shared by N scheduler threads (one per core by default). A
+scheduler pops a runnable process, makes it the thread's current process and
+resumes its coroutine with ``send(None)``; the coroutine runs until it reaches a
+kernel trap (``receive``, ``sleep``, ...) which yields one of the trap codes of
+:mod:`beamlet._kernel.process` back to the scheduler:
+
+* ``WAIT``: block. Under the process's lock the scheduler parks it in state
+  WAITING unless a signal (or its timer) arrived meanwhile, in which case it goes
+  straight back on the run queue. A sender that finds a WAITING process makes it
+  RUNNABLE and queues it: there are no lost wake-ups, because both sides decide
+  under the same lock.
+* ``YIELD``: back of the run queue.
+* ``DIE``: the process received an exit signal it must die of; the scheduler
+  closes its coroutine (``GeneratorExit`` at the await point, so ``finally``
+  blocks run) and finishes it.
+
+When the coroutine returns or raises, the scheduler *finishes* the process: it
+is marked EXITING under its lock (from then on, senders see it as dead), the
+signals still in its inbox are answered as a dead process answers them (a link
+gets ``noproc``, a monitor a ``noproc`` DOWN), and exit signals go to its links
+and DOWN signals to its monitors. Then the number is removed from the table.
+
+Idle schedulers park on their own :class:`Parker`. A push wakes one idle
+scheduler only when it would otherwise wait: when the pusher is not a scheduler
+(the timer thread, another OS thread), or when the queue already holds work
+beyond what the pushing scheduler is about to take itself. A token passed round
+a ring therefore stays on one thread instead of bouncing between threads.
+
+Remote pids (``pid.node is not None``) are handed to ``Runtime.remote``, a hook
+the distribution layer installs; without it, a remote link or monitor gets
+``noconnection`` at once and remote messages are dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from beamlet._kernel import process as P
+from beamlet._kernel.parker import Parker, counter
+from beamlet._kernel.process import Down, Exit, Process, ProcessExit, Sig
+from beamlet._kernel.timers import Timer, TimerService
+from beamlet.terms import Atom, Pid, Ref
+
+logger = logging.getLogger("beamlet")
+
+NORMAL = Atom("normal")
+KILL = Atom("kill")
+KILLED = Atom("killed")
+NOPROC = Atom("noproc")
+NOCONNECTION = Atom("noconnection")
+SHUTDOWN = Atom("shutdown")
+
+_tls = threading.local()
+
+_RUNNABLE = P.RUNNABLE
+_RUNNING = P.RUNNING
+_WAITING = P.WAITING
+_EXITING = P.EXITING
+_DEAD = P.DEAD
+_WAIT = P.WAIT
+_YIELD = P.YIELD
+_DIE = P.DIE
+_SIG_EXIT = P.SIG_EXIT
+_SIG_LINK = P.SIG_LINK
+_SIG_UNLINK = P.SIG_UNLINK
+_SIG_MONITOR = P.SIG_MONITOR
+_SIG_DEMONITOR = P.SIG_DEMONITOR
+_SIG_DOWN = P.SIG_DOWN
+_SIG_MARK = P.SIG_MARK
+
+# Local pids: 28-bit id and the rest in serial, so every local pid fits the
+# fields of Erlang's NEW_PID_EXT whatever a peer checks.
+_ID_BITS = 28
+_ID_MASK = (1 << _ID_BITS) - 1
+
+_current_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def current_runtime() -> Runtime:
+    rt = _current_runtime
+    if rt is None:
+        raise RuntimeError("no beamlet runtime is running (start one with beamlet.run(main))")
+    return rt
+
+
+def current_process() -> Process:
+    proc: Process | None = getattr(_tls, "proc", None)
+    if proc is None:
+        raise RuntimeError("not called from a beamlet process")
+    return proc
+
+
+def current_process_or_none() -> Process | None:
+    return getattr(_tls, "proc", None)
+
+
+def pid_number(pid: Pid) -> int:
+    return pid.id | (pid.serial << _ID_BITS)
+
+
+class Scheduler:
+    """One scheduler thread."""
+
+    __slots__ = ("busy_since", "index", "parker", "rt", "switches", "thread")
+
+    def __init__(self, rt: Runtime, index: int) -> None:
+        self.rt = rt
+        self.index = index
+        self.parker = Parker()
+        self.thread: threading.Thread | None = None
+        self.switches = 0
+        self.busy_since = 0.0
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.loop, name=f"beamlet-scheduler-{self.index}", daemon=True
+        )
+        self.thread.start()
+
+    def loop(self) -> None:
+        rt = self.rt
+        rq = rt.runq
+        rq_lock = rt.rq_lock
+        idle = rt.idle
+        parker = self.parker
+        run = rt.run_process
+        _tls.scheduler = self
+        while True:
+            rq_lock.acquire()
+            if rq:
+                proc = rq.popleft()
+                rq_lock.release()
+                run(proc, self)
+            elif rt.stopped:
+                rq_lock.release()
+                return
+            else:
+                idle.append(self)
+                rq_lock.release()
+                parker.park()
+
+
+class Runtime:
+    """One beamlet runtime: at most one runs per OS process at a time."""
+
+    def __init__(self, schedulers: int | None = None) -> None:
+        n = schedulers if schedulers is not None else (os.cpu_count() or 1)
+        if n < 1:
+            raise ValueError("schedulers must be at least 1")
+        self.table: dict[int, Process] = {}
+        self.names: dict[Any, Pid] = {}
+        self.names_lock = threading.Lock()
+        self.runq: collections.deque[Process] = collections.deque()
+        self.rq_lock = threading.Lock()
+        self.idle: list[Scheduler] = []
+        self.schedulers = [Scheduler(self, i) for i in range(n)]
+        self.stopped = False
+        self.stopping = False
+        self.timers = TimerService(self._timer_error)
+        self.next_pid = counter(1)
+        self.next_ref = counter(1)
+        self.send_timers: dict[Ref, tuple[Timer, Any]] = {}
+        self.send_timers_lock = threading.Lock()
+        self.remote: Callable[[Pid, Any, Any], None] = self._no_distribution
+        self.main_pid: Pid | None = None
+        self.main_done = threading.Event()
+        self.main_outcome: tuple[bool, Any] = (False, None)
+        self.empty = threading.Condition()
+        self.local_node: Callable[[], Atom] = lambda: Atom("nonode@nohost")
+        self.started_at = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.timers.start()
+        for s in self.schedulers:
+            s.start()
+
+    def shutdown(self, grace: float = 5.0) -> list[Pid]:
+        """Kill every process, stop the threads. Returns pids that would not die."""
+        self.stopping = True
+        for proc in list(self.table.values()):
+            self.deliver(proc.pid, Sig(_SIG_EXIT, None, KILL, False))
+        with self.empty:
+            self.empty.wait_for(lambda: not self.table, grace)
+        stuck = [p.pid for p in list(self.table.values())]
+        with self.rq_lock:
+            self.stopped = True
+            idle = list(self.idle)
+            self.idle.clear()
+        for s in self.schedulers:
+            s.parker.unpark()
+        del idle
+        for s in self.schedulers:
+            if s.thread is not None and s.thread is not threading.current_thread():
+                s.thread.join(0 if stuck else 5.0)
+        self.timers.stop()
+        return stuck
+
+    def _timer_error(self, e: BaseException) -> None:
+        logger.error("beamlet timer callback failed", exc_info=e)
+
+    # ------------------------------------------------------------------ refs & pids
+
+    def make_ref(self) -> Ref:
+        return Ref._local(self.next_ref())
+
+    # ------------------------------------------------------------------ scheduling
+
+    def schedule(self, proc: Process) -> None:
+        """Put a RUNNABLE process on the run queue, waking a scheduler if needed."""
+        lock = self.rq_lock
+        lock.acquire()
+        rq = self.runq
+        rq.append(proc)
+        if self.idle and (len(rq) > 1 or getattr(_tls, "scheduler", None) is None):
+            s = self.idle.pop()
+            lock.release()
+            s.parker.unpark()
+        else:
+            lock.release()
+
+    def run_process(self, proc: Process, sched: Scheduler) -> None:
+        """Resume ``proc`` on the calling scheduler thread until its next trap."""
+        _tls.proc = proc
+        proc.state = _RUNNING
+        proc.thread = sched
+        proc.reductions += 1
+        sched.switches += 1
+        try:
+            trap = proc.coro.send(None)
+        except StopIteration as e:
+            _tls.proc = None
+            proc.thread = None
+            reason = proc.doom if proc.doom is not None else NORMAL
+            if proc.pid == self.main_pid:
+                proc.result = e.value
+            self.finish(proc, reason)
+            return
+        except ProcessExit as e:
+            _tls.proc = None
+            proc.thread = None
+            self.finish(proc, proc.doom if proc.doom is not None else e.reason)
+            return
+        except BaseException as e:
+            _tls.proc = None
+            proc.thread = None
+            if proc.doom is not None:
+                self.finish(proc, proc.doom)
+            else:
+                if proc.pid != self.main_pid:
+                    log_crash(proc, e)
+                self.finish(proc, e)
+            return
+        _tls.proc = None
+        proc.thread = None
+        if trap == _WAIT:
+            lock = proc.lock
+            lock.acquire()
+            timer = proc.timer
+            if proc.inbox is None and (timer is None or timer.state == 0):
+                proc.state = _WAITING
+                lock.release()
+            else:
+                proc.state = _RUNNABLE
+                lock.release()
+                self.schedule(proc)
+        elif trap == _YIELD:
+            proc.state = _RUNNABLE
+            self.schedule(proc)
+        elif trap == _DIE:
+            self.kill_suspended(proc)
+        else:
+            proc.doom = RuntimeError(
+                f"a beamlet process awaited something that is not a beamlet trap: {trap!r}"
+            )
+            logger.error("process %r: %s", proc.pid, proc.doom)
+            self.kill_suspended(proc)
+
+    def kill_suspended(self, proc: Process) -> None:
+        """Close the coroutine of a suspended process that must die, then finish it."""
+        reason = proc.doom
+        _tls.proc = proc
+        try:
+            proc.coro.close()
+        except BaseException as e:
+            logger.warning(
+                "process %r ignored its exit (%r) and raised while closing: %r", proc.pid, reason, e
+            )
+        finally:
+            _tls.proc = None
+        self.finish(proc, reason)
+
+    # ------------------------------------------------------------------ spawning
+
+    def spawn(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        parent: Process | None,
+        link: bool = False,
+        monitor: bool = False,
+        is_main: bool = False,
+    ) -> tuple[Pid, Ref | None]:
+        if self.stopping:
+            raise RuntimeError("the beamlet runtime is shutting down")
+        coro = make_coroutine(fn, args)
+        n = self.next_pid()
+        pid = Pid(n & _ID_MASK, n >> _ID_BITS)
+        proc = Process(pid, n, coro)
+        proc.initial_call = initial_call(fn, args)
+        ref = None
+        if parent is not None:
+            if link:
+                proc.links = {parent.pid}
+                if parent.links is None:
+                    parent.links = set()
+                parent.links.add(pid)
+            if monitor:
+                ref = self.make_ref()
+                proc.monitored_by = {ref: parent.pid}
+                if parent.monitors is None:
+                    parent.monitors = {}
+                parent.monitors[ref] = pid
+        elif link or monitor:
+            coro.close()
+            raise RuntimeError("spawn_link/spawn_monitor must be called from a beamlet process")
+        self.table[n] = proc
+        if is_main:
+            self.main_pid = pid
+        self.schedule(proc)
+        return pid, ref
+
+    def lookup(self, pid: Pid) -> Process | None:
+        if pid.node is not None:
+            return None
+        return self.table.get(pid.id | (pid.serial << _ID_BITS))
+
+    # ------------------------------------------------------------------ signals
+
+    def deliver(self, pid: Pid, item: Any, sender: Process | None = None) -> None:
+        """Append a message or signal to ``pid``'s inbox, waking it if it waits."""
+        if pid.node is not None:
+            self.remote(pid, item, sender)
+            return
+        proc = self.table.get(pid.id | (pid.serial << _ID_BITS))
+        if proc is None:
+            self.answer_dead(pid, item)
+            return
+        lock = proc.lock
+        lock.acquire()
+        state = proc.state
+        if state >= _EXITING:
+            lock.release()
+            self.answer_dead(pid, item)
+            return
+        inbox = proc.inbox
+        if inbox is None:
+            proc.inbox = [item]
+        else:
+            inbox.append(item)
+        if state == _WAITING:
+            proc.state = _RUNNABLE
+            lock.release()
+            self.schedule(proc)
+        else:
+            lock.release()
+
+    def answer_dead(self, pid: Pid, item: Any, reason: Atom = NOPROC) -> None:
+        """What a dead (or unreachable) process answers to a signal."""
+        if type(item) is not Sig:
+            return
+        kind = item.kind
+        if kind == _SIG_LINK:
+            self.deliver(item.sender, Sig(_SIG_EXIT, pid, reason, True))
+        elif kind == _SIG_MONITOR:
+            self.deliver(
+                item.sender, Sig(_SIG_DOWN, item.b if item.b is not None else pid, item.a, reason)
+            )
+
+    def _no_distribution(self, pid: Pid, item: Any, sender: Process | None) -> None:
+        self.answer_dead(pid, item, NOCONNECTION)
+
+    def wake_timeout(self, timer: Timer) -> None:
+        """Timer callback for receive/sleep: wake the process if it still waits."""
+        proc: Process = timer.arg
+        lock = proc.lock
+        lock.acquire()
+        if proc.state == _WAITING and proc.timer is timer:
+            proc.state = _RUNNABLE
+            lock.release()
+            self.schedule(proc)
+        else:
+            lock.release()
+
+    def drain(self, proc: Process) -> None:
+        """Move the inbox into the process: messages to its queue, signals applied.
+
+        Runs in the process's own context only. May set ``proc.doom``.
+        """
+        lock = proc.lock
+        lock.acquire()
+        items = proc.inbox
+        proc.inbox = None
+        lock.release()
+        if items is None:
+            return
+        q = proc.queue
+        if q is None:
+            q = proc.queue = collections.deque()
+        for it in items:
+            if type(it) is not Sig:
+                q.append(it)
+                continue
+            kind = it.kind
+            if kind == _SIG_EXIT:
+                self.handle_exit(proc, it.sender, it.a, it.b, q)
+            elif kind == _SIG_DOWN:
+                mons = proc.monitors
+                if mons is not None and it.a in mons:
+                    del mons[it.a]
+                    q.append(Down(it.a, it.sender, it.b))
+            elif kind == _SIG_LINK:
+                if proc.links is None:
+                    proc.links = set()
+                proc.links.add(it.sender)
+            elif kind == _SIG_UNLINK:
+                if proc.links is not None:
+                    proc.links.discard(it.sender)
+            elif kind == _SIG_MONITOR:
+                if proc.monitored_by is None:
+                    proc.monitored_by = {}
+                proc.monitored_by[it.a] = it.sender
+            elif kind == _SIG_DEMONITOR:
+                if proc.monitored_by is not None:
+                    proc.monitored_by.pop(it.a, None)
+            elif kind == _SIG_MARK:
+                if proc.mark_ref is it.a:
+                    proc.mark_pos = len(q)
+        if not q:
+            proc.queue = None
+
+    def handle_exit(self, proc: Process, sender: Any, reason: Any, from_link: bool, q: Any) -> None:
+        """Erlang's rules for an exit signal arriving at a live process."""
+        if from_link:
+            links = proc.links
+            if links is None or sender not in links:
+                return  # unlinked since: the signal has no effect
+            links.discard(sender)
+        if proc.doom is not None:
+            return
+        if not from_link and is_atom(reason, KILL):
+            proc.doom = KILLED
+        elif proc.trap_exit:
+            q.append(Exit(sender, reason))
+        elif is_atom(reason, NORMAL):
+            if sender is not None and sender == proc.pid:
+                proc.doom = NORMAL
+        else:
+            proc.doom = reason
+
+    # ------------------------------------------------------------------ death
+
+    def finish(self, proc: Process, reason: Any) -> None:
+        """The process has stopped running: tell its links and monitors, forget it."""
+        lock = proc.lock
+        lock.acquire()
+        proc.state = _EXITING
+        pending = proc.inbox
+        proc.inbox = None
+        lock.release()
+        pid = proc.pid
+        timer = proc.timer
+        if timer is not None:
+            proc.timer = None
+            self.timers.cancel(timer)
+        if pending:
+            for it in pending:
+                if type(it) is Sig:
+                    if it.kind == _SIG_LINK and proc.links is not None and it.sender in proc.links:
+                        continue  # already linked: it gets the real exit reason below
+                    self.answer_dead(pid, it)
+        if proc.links:
+            for other in proc.links:
+                self.deliver(other, Sig(_SIG_EXIT, pid, reason, True))
+        if proc.monitored_by:
+            for ref, watcher in proc.monitored_by.items():
+                self.deliver(watcher, Sig(_SIG_DOWN, pid, ref, reason))
+        if proc.monitors:
+            for ref, target in proc.monitors.items():
+                if type(target) is Pid:
+                    self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
+        if proc.name is not None:
+            with self.names_lock:
+                if self.names.get(proc.name) == pid:
+                    del self.names[proc.name]
+        proc.state = _DEAD
+        proc.coro = None
+        proc.queue = None
+        self.table.pop(pid.id | (pid.serial << _ID_BITS), None)
+        if pid == self.main_pid:
+            if is_atom(reason, NORMAL):
+                self.main_outcome = (True, proc.result)
+            else:
+                self.main_outcome = (False, reason)
+            self.main_done.set()
+        if self.stopping and not self.table:
+            with self.empty:
+                self.empty.notify_all()
+
+
+def is_atom(reason: Any, atom: Atom) -> bool:
+    """``reason == atom`` for a string reason; never calls a foreign ``__eq__``."""
+    t = type(reason)
+    return (t is Atom or t is str) and reason == atom
+
+
+def log_crash(proc: Process, exc: BaseException) -> None:
+    name = f" ({proc.name})" if proc.name is not None else ""
+    logger.error(
+        "process %r%s crashed: %s: %s",
+        proc.pid,
+        name,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
+def make_coroutine(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Create the coroutine of a new process, refusing anything that is not async."""
+    import inspect
+
+    if not callable(fn):
+        raise TypeError(f"spawn needs an async function, got {fn!r}")
+    if not (
+        inspect.iscoroutinefunction(fn)
+        or (
+            not inspect.isfunction(fn)
+            and not inspect.ismethod(fn)
+            and inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+        )
+    ):
+        raise TypeError(
+            f"spawn needs an async function (async def), got {getattr(fn, '__qualname__', fn)!r}"
+        )
+    coro = fn(*args)
+    if not inspect.iscoroutine(coro):
+        raise TypeError(f"{fn!r} did not return a coroutine")
+    return coro
+
+
+def initial_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, str, int]:
+    target = getattr(fn, "func", fn)  # functools.partial
+    module = getattr(target, "__module__", None) or "?"
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return (module, name, len(args))
+
+
+def format_stack(coro: Any) -> list[traceback.FrameSummary]:
+    """The stack of a suspended coroutine, outermost call first."""
+    frames = []
+    obj = coro
+    while obj is not None:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(
+            traceback.FrameSummary(
+                frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, line=None
+            )
+        )
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    return frames
+
+
+def install(rt: Runtime) -> None:
+    global _current_runtime
+    with _runtime_lock:
+        if _current_runtime is not None:
+            raise RuntimeError("a beamlet runtime is already running in this OS process")
+        _current_runtime = rt
+
+
+def uninstall(rt: Runtime) -> None:
+    global _current_runtime
+    with _runtime_lock:
+        if _current_runtime is rt:
+            _current_runtime = None
