@@ -1,7 +1,8 @@
 """Terms shared by the kernel, the behaviours and the distribution layer.
 
 ``Atom``, ``Pid`` and ``Ref`` are the identities of the Erlang world. They are
-immutable and hashable, so they pass between processes without being copied.
+values (never assign their attributes) and hashable, so they pass between
+processes without being copied.
 
 * ``Atom`` is a ``str`` subclass: ``Atom("normal") == "normal"``, which lets
   Python code compare exit reasons with plain strings. The distribution layer
@@ -102,20 +103,14 @@ class Ref:
     creation: int
 
     def __init__(self, ids: tuple[int, ...], node: Atom | None = None, creation: int = 0) -> None:
-        object.__setattr__(self, "ids", ids)
-        object.__setattr__(self, "node", node)
-        object.__setattr__(self, "creation", creation)
+        self.ids = ids  # treat as immutable (hashed), like Pid
+        self.node = node
+        self.creation = creation
 
     @classmethod
     def _local(cls, n: int) -> Ref:
         """The local reference numbered ``n`` (an unbounded counter value)."""
         return cls((n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, (n >> 50) & 0xFFFFFFFF))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("Ref is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("Ref is immutable")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Ref:

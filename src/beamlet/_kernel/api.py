@@ -17,9 +17,9 @@ from typing import Any
 
 from beamlet._kernel import process as P
 from beamlet._kernel import runtime as R
-from beamlet._kernel.copying import copy_message
+from beamlet._kernel.copying import _leaves, copy_message
 from beamlet._kernel.matching import matches, mentions
-from beamlet._kernel.process import BadArg, Process, Sig
+from beamlet._kernel.process import NOTHING, BadArg, Process, Sig
 from beamlet._kernel.runtime import (
     KILL,
     KILLED,
@@ -34,7 +34,9 @@ from beamlet._kernel.runtime import (
 from beamlet._kernel.timers import FIRED, PENDING, Timer
 from beamlet.terms import Atom, Pid, Ref
 
-_tls = R._tls
+_current_scheduler = R.current_scheduler
+_WAITING = P.WAITING
+_RUNNABLE = P.RUNNABLE
 _WAIT = P.WAIT
 _YIELD = P.YIELD
 _DIE = P.DIE
@@ -97,7 +99,7 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
 
 def self() -> Pid:
     """The pid of the calling process."""
-    proc: Process | None = getattr(_tls, "proc", None)
+    proc = current_process_or_none()
     if proc is None:
         raise RuntimeError("self() called outside a beamlet process")
     return proc.pid
@@ -129,7 +131,23 @@ def send(dest: Any, msg: Any) -> Any:
     if rt is None:
         raise RuntimeError("send() needs a running beamlet runtime")
     pid = dest if type(dest) is Pid else _resolve(rt, dest)
-    rt.deliver(pid, copy_message(msg), getattr(_tls, "proc", None))
+    item = msg if type(msg) in _leaves else copy_message(msg)
+    if pid.node is None:
+        # Runtime.deliver's path to a waiting process, inlined: the hot path.
+        proc = rt.table.get(pid.id)
+        if proc is not None:
+            lock = proc.lock
+            lock.acquire()
+            if proc.state == 2:  # WAITING
+                proc.handoff = item
+                proc.state = 0  # RUNNABLE
+                lock.release()
+                rt.runq.append(proc)
+                if rt.idle or _current_scheduler() is None:
+                    rt.pushed()
+                return msg
+            lock.release()
+    rt.deliver(pid, item)
     return msg
 
 
@@ -190,32 +208,23 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     process (``make_ref()``, ``monitor()``) only scans messages that arrived
     after that Ref was made (Erlang's receive marker).
     """
-    proc: Process | None = getattr(_tls, "proc", None)
-    if proc is None:
+    sched = _current_scheduler()
+    if sched is None or sched.current is None:
         raise RuntimeError("receive() called outside a beamlet process")
-    rt = R._current_runtime
-    assert rt is not None
-    q = proc.queue
-    if not patterns and q is None:
-        # Fast path: nothing queued, take the first message of the inbox directly.
+    proc: Process = sched.current
+    if not patterns and timeout is None and proc.queue is None:
+        # Fast path: nothing queued; wait for the message a sender hands over.
         while True:
-            inbox = proc.inbox
-            if inbox is not None:
-                lock = proc.lock
-                lock.acquire()
-                items = proc.inbox
-                first = items[0]  # type: ignore[index]
-                if len(items) == 1 and type(first) is not Sig:  # type: ignore[arg-type]
-                    proc.inbox = None
-                    lock.release()
-                    return first
-                lock.release()
+            h = proc.handoff
+            if h is not NOTHING:
+                if type(h) is not Sig and proc.inbox is None:
+                    proc.handoff = NOTHING
+                    return h
                 break
-            if timeout is not None:
+            if proc.inbox is not None:
                 break
             yield _WAIT
-            if proc.doom is not None:
-                yield _DIE
+    rt = sched.rt
     pos = 0
     mark = proc.mark_ref
     if mark is not None and patterns:
@@ -228,7 +237,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     timer: Timer | None = None
     try:
         while True:
-            if proc.inbox is not None:
+            if proc.inbox is not None or proc.handoff is not NOTHING:
                 rt.drain(proc)
                 if proc.doom is not None:
                     yield _DIE
@@ -262,23 +271,24 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
 @types.coroutine
 def sleep(seconds: float) -> Generator[int, None, None]:
     """Suspend the calling process for ``seconds``; ``sleep(0)`` just yields."""
-    proc: Process | None = getattr(_tls, "proc", None)
-    if proc is None:
+    sched = _current_scheduler()
+    if sched is None or sched.current is None:
         raise RuntimeError("sleep() called outside a beamlet process")
+    proc: Process = sched.current
     rt = R._current_runtime
     assert rt is not None
     if seconds <= 0:
         yield _YIELD
-        if proc.inbox is not None:
+        if proc.inbox is not None or proc.handoff is not NOTHING:
             rt.drain(proc)
-        if proc.doom is not None:
-            yield _DIE
+            if proc.doom is not None:
+                yield _DIE
         return
     timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout, proc)
     try:
         while timer.state != FIRED:
             yield _WAIT
-            if proc.inbox is not None:
+            if proc.inbox is not None or proc.handoff is not NOTHING:
                 rt.drain(proc)
                 if proc.doom is not None:
                     yield _DIE
@@ -306,7 +316,7 @@ def _set_mark(proc: Process, ref: Ref) -> None:
 def make_ref() -> Ref:
     """A new unique reference."""
     ref = current_runtime().make_ref()
-    proc = getattr(_tls, "proc", None)
+    proc = current_process_or_none()
     if proc is not None:
         _set_mark(proc, ref)
     return ref
@@ -382,6 +392,8 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     target = proc.monitors.pop(ref, None) if proc.monitors else None
     if type(target) is Pid:
         current_runtime().deliver(target, Sig(P.SIG_DEMONITOR, proc.pid, ref), proc)
+    # A DOWN signal still in the inbox is dropped when drained (the monitor is
+    # gone); flush removes one that was already queued.
     if flush and proc.queue is not None:
         q = proc.queue
         for i, m in enumerate(q):

@@ -61,6 +61,17 @@ def stripe_lock(n: int) -> threading.Lock:
     return _STRIPES[n % _N_STRIPES]
 
 
+class _Nothing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+#: "No value" where None is a valid message.
+NOTHING: Final = _Nothing()
+
+
 class Sig:
     """A non-message signal in an inbox. ``a``/``b`` depend on ``kind``:
 
@@ -86,6 +97,7 @@ class Process:
     __slots__ = (
         "coro",
         "doom",
+        "handoff",
         "inbox",
         "initial_call",
         "links",
@@ -106,12 +118,13 @@ class Process:
         "trap_exit",
     )
 
-    def __init__(self, pid: Pid, n: int, coro: Any) -> None:
+    def __init__(self, pid: Pid, coro: Any) -> None:
         self.pid = pid
         self.coro = coro
-        self.lock = stripe_lock(n)
+        self.lock = stripe_lock(pid.id)
         self.state = RUNNABLE
         self.inbox: list[Any] | None = None
+        self.handoff: Any = NOTHING  # the signal that woke the process (see Runtime.deliver)
         self.queue: Any = None  # collections.deque of messages, allocated lazily
         self.links: set[Pid] | None = None
         self.monitors: dict[Ref, Any] | None = None  # refs this process holds -> target

@@ -39,6 +39,7 @@ the distribution layer installs; without it, a remote link or monitor gets
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import os
 import threading
@@ -48,7 +49,7 @@ from typing import Any
 
 from beamlet._kernel import process as P
 from beamlet._kernel.parker import Parker, counter
-from beamlet._kernel.process import Down, Exit, Process, ProcessExit, Sig
+from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
 from beamlet._kernel.timers import Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
 
@@ -61,7 +62,14 @@ NOPROC = Atom("noproc")
 NOCONNECTION = Atom("noconnection")
 SHUTDOWN = Atom("shutdown")
 
-_tls = threading.local()
+# The scheduler running on this thread. A ContextVar rather than a
+# threading.local: reading it costs a third as much, and the hot loop then only
+# stores ``scheduler.current``. Each scheduler thread sets it once in its own
+# context; other threads see None.
+_scheduler_var: contextvars.ContextVar[Scheduler | None] = contextvars.ContextVar(
+    "beamlet_scheduler", default=None
+)
+current_scheduler = _scheduler_var.get
 
 _RUNNABLE = P.RUNNABLE
 _RUNNING = P.RUNNING
@@ -79,11 +87,6 @@ _SIG_DEMONITOR = P.SIG_DEMONITOR
 _SIG_DOWN = P.SIG_DOWN
 _SIG_MARK = P.SIG_MARK
 
-# Local pids: 28-bit id and the rest in serial, so every local pid fits the
-# fields of Erlang's NEW_PID_EXT whatever a peer checks.
-_ID_BITS = 28
-_ID_MASK = (1 << _ID_BITS) - 1
-
 _current_runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
@@ -96,32 +99,33 @@ def current_runtime() -> Runtime:
 
 
 def current_process() -> Process:
-    proc: Process | None = getattr(_tls, "proc", None)
+    proc = current_process_or_none()
     if proc is None:
         raise RuntimeError("not called from a beamlet process")
     return proc
 
 
 def current_process_or_none() -> Process | None:
-    return getattr(_tls, "proc", None)
-
-
-def pid_number(pid: Pid) -> int:
-    return pid.id | (pid.serial << _ID_BITS)
+    s = _scheduler_var.get()
+    if s is None or s.ident != threading.get_ident():
+        return None
+    return s.current
 
 
 class Scheduler:
     """One scheduler thread."""
 
-    __slots__ = ("busy_since", "index", "parker", "rt", "switches", "thread")
+    __slots__ = ("current", "ident", "index", "parker", "rt", "thread")
 
     def __init__(self, rt: Runtime, index: int) -> None:
         self.rt = rt
         self.index = index
         self.parker = Parker()
         self.thread: threading.Thread | None = None
-        self.switches = 0
-        self.busy_since = 0.0
+        # The process it runs or ran last (sysmon: same process, same
+        # reductions, still RUNNING = it has not yielded since).
+        self.current: Process | None = None
+        self.ident = 0
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -130,26 +134,73 @@ class Scheduler:
         self.thread.start()
 
     def loop(self) -> None:
+        """Run processes until the runtime stops. The kernel's hot loop."""
         rt = self.rt
-        rq = rt.runq
-        rq_lock = rt.rq_lock
-        idle = rt.idle
-        parker = self.parker
-        run = rt.run_process
-        _tls.scheduler = self
+        popleft = rt.runq.popleft
+        _scheduler_var.set(self)
+        self.ident = threading.get_ident()
+        finish = rt.finish
+        schedule = rt.schedule
         while True:
-            rq_lock.acquire()
-            if rq:
-                proc = rq.popleft()
-                rq_lock.release()
-                run(proc, self)
-            elif rt.stopped:
-                rq_lock.release()
-                return
+            try:
+                proc = popleft()
+            except IndexError:
+                if self.idle():
+                    return
+                continue
+            self.current = proc
+            proc.state = _RUNNING
+            proc.reductions += 1
+            try:
+                trap = proc.coro.send(None)
+            except StopIteration as e:
+                if proc.pid == rt.main_pid:
+                    proc.result = e.value
+                finish(proc, proc.doom if proc.doom is not None else NORMAL)
+                continue
+            except ProcessExit as e:
+                finish(proc, proc.doom if proc.doom is not None else e.reason)
+                continue
+            except BaseException as e:
+                if proc.doom is None and proc.pid != rt.main_pid:
+                    log_crash(proc, e)
+                finish(proc, proc.doom if proc.doom is not None else e)
+                continue
+            if trap == _WAIT:
+                lock = proc.lock
+                lock.acquire()
+                timer = proc.timer
+                if proc.inbox is None and (timer is None or timer.state == 0):
+                    proc.state = _WAITING
+                    lock.release()
+                else:
+                    proc.state = _RUNNABLE
+                    lock.release()
+                    schedule(proc)
+            elif trap == _YIELD:
+                proc.state = _RUNNABLE
+                schedule(proc)
             else:
-                idle.append(self)
-                rq_lock.release()
-                parker.park()
+                rt.kill_suspended(proc, trap)
+
+    def idle(self) -> bool:
+        """Park until there is work. Returns True when the runtime has stopped."""
+        rt = self.rt
+        with rt.idle_lock:
+            if rt.stopped:
+                return True
+            rt.idle.append(self)
+        # A push by a non-scheduler thread appends, then takes idle_lock to look
+        # for an idle scheduler: either it saw us above, or we see its push here.
+        if rt.runq:
+            with rt.idle_lock:
+                if self in rt.idle:
+                    rt.idle.remove(self)
+                    return False
+            # Someone already popped us from idle and unparked us: consume it.
+        self.current = None
+        self.parker.park()
+        return False
 
 
 class Runtime:
@@ -162,9 +213,11 @@ class Runtime:
         self.table: dict[int, Process] = {}
         self.names: dict[Any, Pid] = {}
         self.names_lock = threading.Lock()
+        # The run queue needs no lock: deque.append/popleft are atomic (and
+        # documented thread-safe, free-threaded builds included).
         self.runq: collections.deque[Process] = collections.deque()
-        self.rq_lock = threading.Lock()
         self.idle: list[Scheduler] = []
+        self.idle_lock = threading.Lock()
         self.schedulers = [Scheduler(self, i) for i in range(n)]
         self.stopped = False
         self.stopping = False
@@ -179,7 +232,6 @@ class Runtime:
         self.main_outcome: tuple[bool, Any] = (False, None)
         self.empty = threading.Condition()
         self.local_node: Callable[[], Atom] = lambda: Atom("nonode@nohost")
-        self.started_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,13 +248,11 @@ class Runtime:
         with self.empty:
             self.empty.wait_for(lambda: not self.table, grace)
         stuck = [p.pid for p in list(self.table.values())]
-        with self.rq_lock:
+        with self.idle_lock:
             self.stopped = True
-            idle = list(self.idle)
             self.idle.clear()
         for s in self.schedulers:
             s.parker.unpark()
-        del idle
         for s in self.schedulers:
             if s.thread is not None and s.thread is not threading.current_thread():
                 s.thread.join(0 if stuck else 5.0)
@@ -220,87 +270,45 @@ class Runtime:
     # ------------------------------------------------------------------ scheduling
 
     def schedule(self, proc: Process) -> None:
-        """Put a RUNNABLE process on the run queue, waking a scheduler if needed."""
-        lock = self.rq_lock
-        lock.acquire()
-        rq = self.runq
-        rq.append(proc)
-        if self.idle and (len(rq) > 1 or getattr(_tls, "scheduler", None) is None):
-            s = self.idle.pop()
-            lock.release()
+        """Put a RUNNABLE process on the run queue, waking a scheduler if needed.
+
+        From a scheduler thread the push is lock-free, and it wakes an idle
+        scheduler only if the queue holds more than the pushing scheduler is
+        about to take itself; a racy look at ``idle`` is fine there, since the
+        pusher comes back to the queue and nothing can be stranded. From any
+        other thread an idle scheduler is looked for under ``idle_lock``, which
+        pairs with :meth:`Scheduler.idle` so that a wake-up is never lost.
+        """
+        self.runq.append(proc)
+        if self.idle or _scheduler_var.get() is None:
+            self.pushed()
+
+    def pushed(self) -> None:
+        """After a push: wake an idle scheduler if the push calls for one."""
+        if _scheduler_var.get() is None or len(self.runq) > 1:
+            self.wake_idle()
+
+    def wake_idle(self) -> None:
+        with self.idle_lock:
+            s = self.idle.pop() if self.idle else None
+        if s is not None:
             s.parker.unpark()
-        else:
-            lock.release()
 
-    def run_process(self, proc: Process, sched: Scheduler) -> None:
-        """Resume ``proc`` on the calling scheduler thread until its next trap."""
-        _tls.proc = proc
-        proc.state = _RUNNING
-        proc.thread = sched
-        proc.reductions += 1
-        sched.switches += 1
-        try:
-            trap = proc.coro.send(None)
-        except StopIteration as e:
-            _tls.proc = None
-            proc.thread = None
-            reason = proc.doom if proc.doom is not None else NORMAL
-            if proc.pid == self.main_pid:
-                proc.result = e.value
-            self.finish(proc, reason)
-            return
-        except ProcessExit as e:
-            _tls.proc = None
-            proc.thread = None
-            self.finish(proc, proc.doom if proc.doom is not None else e.reason)
-            return
-        except BaseException as e:
-            _tls.proc = None
-            proc.thread = None
-            if proc.doom is not None:
-                self.finish(proc, proc.doom)
-            else:
-                if proc.pid != self.main_pid:
-                    log_crash(proc, e)
-                self.finish(proc, e)
-            return
-        _tls.proc = None
-        proc.thread = None
-        if trap == _WAIT:
-            lock = proc.lock
-            lock.acquire()
-            timer = proc.timer
-            if proc.inbox is None and (timer is None or timer.state == 0):
-                proc.state = _WAITING
-                lock.release()
-            else:
-                proc.state = _RUNNABLE
-                lock.release()
-                self.schedule(proc)
-        elif trap == _YIELD:
-            proc.state = _RUNNABLE
-            self.schedule(proc)
-        elif trap == _DIE:
-            self.kill_suspended(proc)
-        else:
-            proc.doom = RuntimeError(
-                f"a beamlet process awaited something that is not a beamlet trap: {trap!r}"
-            )
-            logger.error("process %r: %s", proc.pid, proc.doom)
-            self.kill_suspended(proc)
-
-    def kill_suspended(self, proc: Process) -> None:
+    def kill_suspended(self, proc: Process, trap: Any) -> None:
         """Close the coroutine of a suspended process that must die, then finish it."""
+        if trap != _DIE:
+            proc.doom = RuntimeError(
+                f"a beamlet process awaited something that is not a beamlet trap: {trap!r} "
+                "(asyncio objects cannot be awaited in a beamlet process)"
+            )
+            log_crash(proc, proc.doom)
         reason = proc.doom
-        _tls.proc = proc
         try:
             proc.coro.close()
         except BaseException as e:
             logger.warning(
                 "process %r ignored its exit (%r) and raised while closing: %r", proc.pid, reason, e
             )
-        finally:
-            _tls.proc = None
         self.finish(proc, reason)
 
     # ------------------------------------------------------------------ spawning
@@ -318,8 +326,8 @@ class Runtime:
             raise RuntimeError("the beamlet runtime is shutting down")
         coro = make_coroutine(fn, args)
         n = self.next_pid()
-        pid = Pid(n & _ID_MASK, n >> _ID_BITS)
-        proc = Process(pid, n, coro)
+        pid = Pid(n)
+        proc = Process(pid, coro)
         proc.initial_call = initial_call(fn, args)
         ref = None
         if parent is not None:
@@ -346,7 +354,7 @@ class Runtime:
     def lookup(self, pid: Pid) -> Process | None:
         if pid.node is not None:
             return None
-        return self.table.get(pid.id | (pid.serial << _ID_BITS))
+        return self.table.get(pid.id)
 
     # ------------------------------------------------------------------ signals
 
@@ -355,13 +363,21 @@ class Runtime:
         if pid.node is not None:
             self.remote(pid, item, sender)
             return
-        proc = self.table.get(pid.id | (pid.serial << _ID_BITS))
+        proc = self.table.get(pid.id)
         if proc is None:
             self.answer_dead(pid, item)
             return
         lock = proc.lock
         lock.acquire()
         state = proc.state
+        if state == _WAITING:
+            # A waiting process has an empty inbox: hand the signal over in a
+            # slot the process reads without a lock once it runs.
+            proc.handoff = item
+            proc.state = _RUNNABLE
+            lock.release()
+            self.schedule(proc)
+            return
         if state >= _EXITING:
             lock.release()
             self.answer_dead(pid, item)
@@ -371,12 +387,7 @@ class Runtime:
             proc.inbox = [item]
         else:
             inbox.append(item)
-        if state == _WAITING:
-            proc.state = _RUNNABLE
-            lock.release()
-            self.schedule(proc)
-        else:
-            lock.release()
+        lock.release()
 
     def answer_dead(self, pid: Pid, item: Any, reason: Atom = NOPROC) -> None:
         """What a dead (or unreachable) process answers to a signal."""
@@ -410,13 +421,26 @@ class Runtime:
 
         Runs in the process's own context only. May set ``proc.doom``.
         """
-        lock = proc.lock
-        lock.acquire()
-        items = proc.inbox
-        proc.inbox = None
-        lock.release()
-        if items is None:
-            return
+        first = proc.handoff
+        if first is not NOTHING:
+            proc.handoff = NOTHING
+            if proc.inbox is None:
+                items = [first]
+            else:
+                lock = proc.lock
+                lock.acquire()
+                items = proc.inbox or []
+                proc.inbox = None
+                lock.release()
+                items.insert(0, first)
+        else:
+            lock = proc.lock
+            lock.acquire()
+            items = proc.inbox
+            proc.inbox = None
+            lock.release()
+            if items is None:
+                return
         q = proc.queue
         if q is None:
             q = proc.queue = collections.deque()
@@ -481,6 +505,9 @@ class Runtime:
         pending = proc.inbox
         proc.inbox = None
         lock.release()
+        if proc.handoff is not NOTHING:
+            pending = [proc.handoff, *(pending or ())]
+            proc.handoff = NOTHING
         pid = proc.pid
         timer = proc.timer
         if timer is not None:
@@ -509,7 +536,7 @@ class Runtime:
         proc.state = _DEAD
         proc.coro = None
         proc.queue = None
-        self.table.pop(pid.id | (pid.serial << _ID_BITS), None)
+        self.table.pop(pid.id, None)
         if pid == self.main_pid:
             if is_atom(reason, NORMAL):
                 self.main_outcome = (True, proc.result)
