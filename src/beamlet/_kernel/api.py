@@ -526,7 +526,7 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
     (bytes; an estimate: record, coroutine frames and mailbox), ``links``,
     ``monitors`` (pids/names monitored), ``monitored_by`` (pids),
     ``registered_name``, ``trap_exit``, ``initial_call`` ((module, qualname,
-    arity)), ``current_stacktrace`` (outermost first, a list of
+    number of positional parameters)), ``current_stacktrace`` (outermost first, a list of
     ``traceback.FrameSummary``; empty while it runs).
     """
     if type(pid) is not Pid:
@@ -558,7 +558,7 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
         "monitored_by": [w[0] if isinstance(w, tuple) else w for w in monitored_by],
         "registered_name": proc.name,
         "trap_exit": proc.trap_exit,
-        "initial_call": proc.initial_call,
+        "initial_call": R.initial_call(proc.initial_call),
         "current_stacktrace": stack,
     }
 

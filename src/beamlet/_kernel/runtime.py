@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import inspect
 import logging
 import os
 import threading
 import traceback
 from collections.abc import Callable
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any
 
 from beamlet._kernel import process as P
@@ -328,7 +331,7 @@ class Runtime:
         n = self.next_pid()
         pid = Pid(n)
         proc = Process(pid, coro)
-        proc.initial_call = initial_call(fn, args)
+        proc.initial_call = fn  # formatted by initial_call() when asked
         ref = None
         if parent is not None:
             if link:
@@ -429,18 +432,19 @@ class Runtime:
             else:
                 lock = proc.lock
                 lock.acquire()
-                items = proc.inbox or []
+                rest = proc.inbox or []
                 proc.inbox = None
                 lock.release()
-                items.insert(0, first)
+                items = [first, *rest]
         else:
             lock = proc.lock
             lock.acquire()
-            items = proc.inbox
+            taken = proc.inbox
             proc.inbox = None
             lock.release()
-            if items is None:
+            if taken is None:
                 return
+            items = taken
         q = proc.queue
         if q is None:
             q = proc.queue = collections.deque()
@@ -568,8 +572,8 @@ def log_crash(proc: Process, exc: BaseException) -> None:
 
 def make_coroutine(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """Create the coroutine of a new process, refusing anything that is not async."""
-    import inspect
-
+    if type(fn) is FunctionType and fn.__code__.co_flags & CO_COROUTINE:
+        return fn(*args)  # the common case, checked cheaply
     if not callable(fn):
         raise TypeError(f"spawn needs an async function, got {fn!r}")
     if not (
@@ -589,11 +593,20 @@ def make_coroutine(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return coro
 
 
-def initial_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, str, int]:
-    target = getattr(fn, "func", fn)  # functools.partial
+def initial_call(fn: Any) -> tuple[str, str, int]:
+    """(module, qualified name, number of positional parameters) of a process's function."""
+    target = fn
+    while hasattr(target, "func"):  # functools.partial
+        target = target.func
     module = getattr(target, "__module__", None) or "?"
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return (module, name, len(args))
+    code = getattr(target, "__code__", None) or getattr(
+        getattr(target, "__call__", None), "__code__", None
+    )
+    arity = code.co_argcount if code is not None else 0
+    if inspect.ismethod(target) and arity:
+        arity -= 1
+    return (module, name, arity)
 
 
 def format_stack(coro: Any) -> list[traceback.FrameSummary]:
