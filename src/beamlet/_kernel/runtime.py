@@ -600,9 +600,9 @@ def initial_call(fn: Any) -> tuple[str, str, int]:
         target = target.func
     module = getattr(target, "__module__", None) or "?"
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    code = getattr(target, "__code__", None) or getattr(
-        getattr(target, "__call__", None), "__code__", None
-    )
+    code = getattr(target, "__code__", None)
+    if code is None:
+        code = getattr(type(target).__call__, "__code__", None)
     arity = code.co_argcount if code is not None else 0
     if inspect.ismethod(target) and arity:
         arity -= 1
