@@ -8,6 +8,7 @@ waits). Semantics are Erlang's; docs/semantics.md has the rules.
 from __future__ import annotations
 
 import collections
+import gc
 import sys
 import threading
 import types
@@ -45,8 +46,23 @@ _DIE = P.DIE
 # ---------------------------------------------------------------------- running
 
 
-def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> Any:
+#: Python's cyclic GC thresholds while a runtime runs (see docs/process-model.md):
+#: with the defaults (700, 10, 10) a million processes cost 16 full collections
+#: of up to 0.8 s each while they are spawned; with these, one or two.
+GC_THRESHOLDS: tuple[int, int, int] = (50_000, 20, 100)
+
+
+def run(
+    main: Callable[..., Any],
+    *args: Any,
+    schedulers: int | None = None,
+    gc_thresholds: tuple[int, int, int] | None = GC_THRESHOLDS,
+) -> Any:
     """Start a runtime, run ``main(*args)`` as its first process, return its result.
+
+    ``schedulers``: scheduler threads (default: one per CPU).
+    ``gc_thresholds``: ``gc.set_threshold`` values while the runtime runs
+    (restored afterwards); ``None`` leaves the collector alone.
 
     When ``main`` ends, every other process is killed and the scheduler threads
     stop. If ``main`` raised, ``run`` raises the same exception; if it was killed
@@ -55,6 +71,9 @@ def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> 
     """
     rt = Runtime(schedulers)
     R.install(rt)
+    old_thresholds = gc.get_threshold()
+    if gc_thresholds is not None:
+        gc.set_threshold(*gc_thresholds)
     try:
         rt.start()
         rt.spawn(main, args, None, is_main=True)
@@ -63,9 +82,11 @@ def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> 
     except BaseException:
         rt.shutdown(grace=1.0)
         R.uninstall(rt)
+        gc.set_threshold(*old_thresholds)
         raise
     stuck = rt.shutdown()
     R.uninstall(rt)
+    gc.set_threshold(*old_thresholds)
     if stuck:
         R.logger.warning(
             "beamlet.run: %d process(es) did not die at shutdown: %r", len(stuck), stuck

@@ -53,6 +53,7 @@ from typing import Any
 from beamlet._kernel import process as P
 from beamlet._kernel.parker import Parker, counter
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
+from beamlet._kernel.sysmon import Sysmon
 from beamlet._kernel.timers import Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
 
@@ -118,7 +119,18 @@ def current_process_or_none() -> Process | None:
 class Scheduler:
     """One scheduler thread."""
 
-    __slots__ = ("current", "ident", "index", "parker", "rt", "thread")
+    __slots__ = (
+        "current",
+        "handed_off",
+        "ident",
+        "index",
+        "parker",
+        "rt",
+        "seen",
+        "seen_reductions",
+        "stuck_for",
+        "thread",
+    )
 
     def __init__(self, rt: Runtime, index: int) -> None:
         self.rt = rt
@@ -129,6 +141,11 @@ class Scheduler:
         # reductions, still RUNNING = it has not yielded since).
         self.current: Process | None = None
         self.ident = 0
+        self.handed_off = False  # replaced by another thread while its process ran on
+        # sysmon's private bookkeeping
+        self.seen: Process | None = None
+        self.seen_reductions = 0
+        self.stuck_for = 0.0
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -145,6 +162,8 @@ class Scheduler:
         finish = rt.finish
         schedule = rt.schedule
         while True:
+            if self.handed_off and self.retire():
+                return
             try:
                 proc = popleft()
             except IndexError:
@@ -186,6 +205,22 @@ class Scheduler:
             else:
                 rt.kill_suspended(proc, trap)
 
+    def retire(self) -> bool:
+        """After a hand-off: rejoin the active schedulers, or park as a spare.
+
+        Returns True when the runtime has stopped.
+        """
+        rt = self.rt
+        with rt.sched_lock:
+            self.handed_off = False
+            if rt.active < rt.n_schedulers:
+                rt.active += 1
+                return False
+            rt.spares.append(self)
+        self.current = None
+        self.parker.park()
+        return rt.stopped
+
     def idle(self) -> bool:
         """Park until there is work. Returns True when the runtime has stopped."""
         rt = self.rt
@@ -203,6 +238,7 @@ class Scheduler:
             # Someone already popped us from idle and unparked us: consume it.
         self.current = None
         self.parker.park()
+        rt.sysmon.poke()
         return False
 
 
@@ -221,7 +257,13 @@ class Runtime:
         self.runq: collections.deque[Process] = collections.deque()
         self.idle: list[Scheduler] = []
         self.idle_lock = threading.Lock()
+        self.n_schedulers = n
         self.schedulers = [Scheduler(self, i) for i in range(n)]
+        self.active = n  # schedulers taking work (not handed off, not spare)
+        self.spares: list[Scheduler] = []
+        self.sched_lock = threading.Lock()
+        self.max_threads = max(64, 4 * n)
+        self.sysmon = Sysmon(self)
         self.stopped = False
         self.stopping = False
         self.timers = TimerService(self._timer_error)
@@ -242,6 +284,33 @@ class Runtime:
         self.timers.start()
         for s in self.schedulers:
             s.start()
+        self.sysmon.start()
+
+    def hand_off(self, s: Scheduler) -> None:
+        """sysmon found ``s`` stuck in one process: put another thread in its place."""
+        with self.sched_lock:
+            if s.handed_off or self.stopped:
+                return
+            s.handed_off = True
+            self.active -= 1
+            while self.active < self.n_schedulers:
+                if self.spares:
+                    spare = self.spares.pop()
+                elif len(self.schedulers) < self.max_threads:
+                    spare = Scheduler(self, len(self.schedulers))
+                    self.schedulers = [*self.schedulers, spare]
+                    spare.start()
+                    self.active += 1
+                    continue
+                else:
+                    logger.warning(
+                        "beamlet: %d scheduler threads, the cap: queued processes wait "
+                        "until a runaway process yields",
+                        len(self.schedulers),
+                    )
+                    return
+                self.active += 1
+                spare.parker.unpark()
 
     def shutdown(self, grace: float = 5.0) -> list[Pid]:
         """Kill every process, stop the threads. Returns pids that would not die."""
@@ -251,9 +320,10 @@ class Runtime:
         with self.empty:
             self.empty.wait_for(lambda: not self.table, grace)
         stuck = [p.pid for p in list(self.table.values())]
-        with self.idle_lock:
+        with self.idle_lock, self.sched_lock:
             self.stopped = True
             self.idle.clear()
+        self.sysmon.stop()
         for s in self.schedulers:
             s.parker.unpark()
         for s in self.schedulers:

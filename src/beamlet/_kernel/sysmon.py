@@ -1,0 +1,109 @@
+"""sysmon: the thread that keeps schedulers responsive.
+
+Theory of operation
+-------------------
+beamlet cannot preempt a coroutine: a process runs until it reaches a kernel
+trap. A process that loops without awaiting, or blocks in a C call or a
+syscall, holds its scheduler thread. sysmon watches for that and *hands the
+run queue off*: the stuck scheduler stops counting as one of the runtime's N
+schedulers, and a spare thread (parked, or new) takes its place, so everyone
+else keeps running. The runaway keeps its thread; when it finally yields, that
+thread rejoins the active schedulers if one is missing, or parks as a spare.
+
+Every ``TICK`` seconds sysmon looks at each scheduler's current process. The
+same process, with the same ``reductions`` count (it has not been resumed
+again), still RUNNING, for ``SLICE`` seconds = stuck. It also:
+
+* charges ``TICK`` of runtime to every process it sees running (process_info's
+  ``runtime`` is sampled this way: one clock read per tick, none per resume);
+* wakes an idle scheduler if work is queued while all active schedulers are
+  busy (a push from a scheduler thread deliberately does not wake anyone, to
+  keep a token ring on one thread; this is what bounds the delay);
+* parks (zero CPU) when no scheduler is running anything and nothing is queued;
+  a scheduler leaving its idle park wakes it again.
+
+Spare threads are capped (``max_threads``); past the cap no more hand-offs
+happen and queued processes wait for a scheduler, as on a BEAM whose dirty
+schedulers are all busy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from beamlet._kernel.parker import Parker
+from beamlet._kernel.process import RUNNING
+
+if TYPE_CHECKING:
+    from beamlet._kernel.runtime import Runtime, Scheduler
+
+TICK = 0.001
+SLICE = 0.002
+
+
+class Sysmon:
+    def __init__(self, rt: Runtime, tick: float = TICK, slice: float = SLICE) -> None:
+        self.rt = rt
+        self.tick = tick
+        self.slice = slice
+        self.parker = Parker()
+        self.running = False
+        self.thread: threading.Thread | None = None
+        self.hand_offs = 0
+        self.wakeups = 0
+
+    def start(self) -> None:
+        self.running = True
+        self.thread = threading.Thread(target=self.loop, name="beamlet-sysmon", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.running = False
+        self.parker.unpark()
+        if self.thread is not None:
+            self.thread.join(5.0)
+
+    def poke(self) -> None:
+        self.parker.unpark()
+
+    def loop(self) -> None:
+        rt = self.rt
+        last = time.perf_counter()
+        quiet = False
+        while self.running:
+            if quiet:
+                self.parker.park()
+                last = time.perf_counter()
+            else:
+                self.parker.park(self.tick)
+            now = time.perf_counter()
+            dt = now - last
+            last = now
+            busy = 0
+            stuck: list[Scheduler] = []
+            for s in list(rt.schedulers):
+                p = s.current
+                if p is None or p.state != RUNNING:
+                    s.seen = None
+                    continue
+                busy += 1
+                p.runtime += dt
+                if s.seen is p and s.seen_reductions == p.reductions:
+                    s.stuck_for += dt
+                    if s.stuck_for >= self.slice and not s.handed_off:
+                        stuck.append(s)
+                else:
+                    s.seen = p
+                    s.seen_reductions = p.reductions
+                    s.stuck_for = 0.0
+            queued = bool(rt.runq)
+            if stuck and queued:
+                for s in stuck:
+                    rt.hand_off(s)
+                    self.hand_offs += 1
+            if queued and rt.idle:
+                self.wakeups += 1
+                rt.wake_idle()
+            quiet = busy == 0 and not queued

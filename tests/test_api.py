@@ -1,0 +1,88 @@
+"""The public API and the project's layering."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import beamlet
+
+SRC = pathlib.Path(beamlet.__file__).parent
+
+# Names the issues fix: users and other layers rely on them.
+REQUIRED = {
+    "run", "spawn", "spawn_link", "spawn_monitor", "send", "receive", "self", "sleep",
+    "make_ref", "link", "unlink", "monitor", "demonitor", "exit", "process_flag",
+    "register", "unregister", "whereis", "registered", "is_alive", "processes",
+    "process_info", "send_after", "cancel_timer", "Pid", "Ref", "Atom", "Exit", "Down",
+    "ANY", "ProcessExit", "BadArg",
+}  # fmt: skip
+
+
+def test_all_lists_exactly_the_public_names():
+    public = {n for n in dir(beamlet) if not n.startswith("_")}
+    modules = {n for n in public if type(getattr(beamlet, n)).__name__ == "module"}
+    assert set(beamlet.__all__) == public - modules
+    assert len(beamlet.__all__) == len(set(beamlet.__all__))
+
+
+def test_the_names_the_issues_fix_are_exported():
+    assert REQUIRED <= set(beamlet.__all__)
+
+
+def test_the_package_init_defines_nothing_itself():
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    for node in tree.body:
+        assert isinstance(node, ast.Import | ast.ImportFrom | ast.Assign | ast.Expr), ast.dump(node)
+        if isinstance(node, ast.Assign):
+            assert [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"]
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("beamlet")}
+
+
+def test_the_kernel_imports_nothing_from_beamlet_but_terms():
+    for path in (SRC / "_kernel").rglob("*.py"):
+        for mod in _imports(path):
+            assert mod == "beamlet.terms" or mod.startswith("beamlet._kernel"), (path.name, mod)
+
+
+def test_the_kernel_has_no_third_party_dependencies():
+    import sys
+
+    stdlib = sys.stdlib_module_names
+    for path in (SRC / "_kernel").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for n in names:
+                top = n.split(".")[0]
+                assert top in stdlib or top == "beamlet" or top == "__future__", (path.name, n)
+
+
+def test_otp_uses_only_the_public_api():
+    for path in (SRC / "otp").rglob("*.py"):
+        for mod in _imports(path):
+            assert not mod.startswith("beamlet._kernel"), (path.name, mod)
+
+
+def test_the_protocol_layers_do_not_reach_into_the_kernel():
+    sans_io = {"etf.py", "framing.py", "handshake.py", "control.py", "epmd.py"}
+    for path in (SRC / "dist").rglob("*.py"):
+        if path.name in sans_io:
+            for mod in _imports(path):
+                assert mod in {"beamlet.terms"} or mod.startswith("beamlet.dist"), (path.name, mod)
+
+
+def test_the_package_is_typed():
+    assert (SRC / "py.typed").exists()
