@@ -27,7 +27,7 @@ def test_process_info_of_a_waiting_process():
         info = process_info(pid)
         return me, pid, ref, info
 
-    me, pid, ref, info = run(main, schedulers=1)
+    me, _pid, _ref, info = run(main, schedulers=1)
     assert info["status"] == "waiting"
     assert info["message_queue_len"] == 2
     assert info["registered_name"] == "parked"
