@@ -6,6 +6,8 @@ with Erlang's semantics. Start with :func:`run`.
 """
 
 from beamlet._kernel.api import (
+    Statistics,
+    blocking,
     cancel_timer,
     demonitor,
     exit,
@@ -27,6 +29,7 @@ from beamlet._kernel.api import (
     spawn,
     spawn_link,
     spawn_monitor,
+    statistics,
     unlink,
     unregister,
     whereis,
@@ -44,6 +47,8 @@ __all__ = [
     "Pid",
     "ProcessExit",
     "Ref",
+    "Statistics",
+    "blocking",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -66,6 +71,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "statistics",
     "unlink",
     "unregister",
     "whereis",

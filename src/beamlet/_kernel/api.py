@@ -8,6 +8,7 @@ waits). Semantics are Erlang's; docs/semantics.md has the rules.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gc
 import sys
 import threading
@@ -155,19 +156,21 @@ def send(dest: Any, msg: Any) -> Any:
     item = msg if type(msg) in _leaves else copy_message(msg)
     if pid.node is None:
         # Runtime.deliver's path to a waiting process, inlined: the hot path.
+        # (``with`` and a C-level append: see Runtime.deliver.)
         proc = rt.table.get(pid.id)
         if proc is not None:
-            lock = proc.lock
-            lock.acquire()
-            if proc.state == 2:  # WAITING
-                proc.handoff = item
-                proc.state = 0  # RUNNABLE
-                lock.release()
-                rt.runq.append(proc)
+            with proc.lock:
+                if proc.state == 2:  # WAITING
+                    proc.handoff = item
+                    proc.state = 0  # RUNNABLE
+                    rt.runq.append(proc)
+                    woke = True
+                else:
+                    woke = False
+            if woke:
                 if rt.idle or _current_scheduler() is None:
                     rt.pushed()
                 return msg
-            lock.release()
     rt.deliver(pid, item)
     return msg
 
@@ -317,6 +320,38 @@ def sleep(seconds: float) -> Generator[int, None, None]:
         proc.timer = None
         if timer.state == PENDING:
             rt.timers.cancel(timer)
+
+
+@types.coroutine
+def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int, None, Any]:
+    """Run blocking ``fn(*args, **kwargs)`` on a thread pool; wait for its result.
+
+    The BEAM's dirty schedulers: the process waits like in ``receive`` (without
+    holding a scheduler) while the pool thread works, and gets the return value,
+    or the exception ``fn`` raised. If the process is killed while waiting, work
+    that has not started is cancelled; work already running finishes on its
+    thread and its result is dropped.
+    """
+    sched = _current_scheduler()
+    if sched is None or sched.current is None:
+        raise RuntimeError("blocking() called outside a beamlet process")
+    proc: Process = sched.current
+    rt = sched.rt
+    pid = proc.pid
+    wake = Sig(P.SIG_WAKE, None)
+    fut = rt.pool().submit(fn, *args, **kwargs)
+    fut.add_done_callback(lambda _f: rt.deliver(pid, wake))
+    try:
+        while not fut.done():
+            yield _WAIT
+            if proc.inbox is not None or proc.handoff is not NOTHING:
+                rt.drain(proc)
+                if proc.doom is not None:
+                    yield _DIE
+        return fut.result()
+    finally:
+        if not fut.done():
+            fut.cancel()
 
 
 # ---------------------------------------------------------------------- refs
@@ -567,7 +602,10 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
     links = _snapshot(lambda: sorted(proc.links or ()))
     monitors = _snapshot(lambda: list((proc.monitors or {}).values()))
     monitored_by = _snapshot(lambda: list((proc.monitored_by or {}).values()))
-    stack = R.format_stack(coro) if coro is not None and state != P.RUNNING else []
+    if state == P.RUNNING:
+        stack = R.running_stack(current_runtime(), proc)
+    else:
+        stack = R.format_stack(coro) if coro is not None else []
     return {
         "status": P.STATUS_NAMES[state],
         "message_queue_len": queued + pending,
@@ -594,6 +632,46 @@ def _memory(proc: Process) -> int:
         if c is not None:
             size += sys.getsizeof(c)
     return size
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """A snapshot of the runtime's schedulers (see :func:`statistics`)."""
+
+    schedulers: int  #: configured number of schedulers (N)
+    threads: int  #: scheduler threads that exist: active + held by runaways + spare
+    active: int  #: threads taking work from the run queue
+    held_by_runaways: int  #: threads a stuck process keeps (handed off by sysmon)
+    spare: int  #: parked threads ready to replace a stuck scheduler
+    idle: int  #: active schedulers parked for lack of work
+    run_queue: int  #: runnable processes waiting for a scheduler
+    processes: int  #: live processes
+    hand_offs: int  #: times sysmon replaced a stuck scheduler, since start
+    kills_pending: int  #: killed processes whose code has not stopped yet
+    utilization: float  #: busy scheduler time / (N x elapsed), sampled by sysmon
+    switch_interval: float  #: the GIL switch interval now (lowered while a runaway runs)
+
+
+def statistics() -> Statistics:
+    """Scheduler statistics: utilisation, hand-offs, threads held by runaways."""
+    rt = current_runtime()
+    scheds = list(rt.schedulers)
+    held = sum(1 for s in scheds if s.handed_off)
+    mon = rt.sysmon
+    return Statistics(
+        schedulers=rt.n_schedulers,
+        threads=len(scheds),
+        active=rt.active,
+        held_by_runaways=held,
+        spare=len(rt.spares),
+        idle=len(rt.idle),
+        run_queue=len(rt.runq),
+        processes=len(rt.table),
+        hand_offs=mon.hand_offs,
+        kills_pending=len(rt.killing),
+        utilization=mon.busy_time / mon.sampled_time if mon.sampled_time else 0.0,
+        switch_interval=sys.getswitchinterval(),
+    )
 
 
 # ---------------------------------------------------------------------- timers
@@ -640,6 +718,8 @@ def cancel_timer(ref: Ref) -> float | None:
 
 __all__ = [
     "BadArg",
+    "Statistics",
+    "blocking",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -661,6 +741,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "statistics",
     "unlink",
     "unregister",
     "whereis",

@@ -43,6 +43,10 @@ def _gil_enabled() -> bool:
     return True if check is None else bool(check())
 
 
+#: Whether this interpreter has a GIL (False on free-threaded builds).
+GIL: bool = _gil_enabled()
+
+
 def counter(start: int = 1) -> Callable[[], int]:
     """A function returning start, start+1, ... safely from any thread.
 

@@ -47,6 +47,7 @@ SIG_MONITOR: Final = 4
 SIG_DEMONITOR: Final = 5
 SIG_DOWN: Final = 6
 SIG_MARK: Final = 7  # receive marker: not a real signal, a position in the stream
+SIG_WAKE: Final = 8  # just wake the process up (blocking() work is done)
 
 _N_STRIPES: Final = 256
 _STRIPES: Final = tuple(threading.Lock() for _ in range(_N_STRIPES))
@@ -113,9 +114,9 @@ class Process:
         "result",
         "runtime",
         "state",
-        "thread",
         "timer",
         "trap_exit",
+        "zombie",
     )
 
     def __init__(self, pid: Pid, coro: Any) -> None:
@@ -139,7 +140,7 @@ class Process:
         self.runtime = 0.0
         self.initial_call: Any = None
         self.result: Any = None
-        self.thread: Any = None  # the scheduler running it, while RUNNING
+        self.zombie = False  # declared dead while its code still ran (sysmon)
 
 
 class Exit(NamedTuple):

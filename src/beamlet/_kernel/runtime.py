@@ -39,11 +39,15 @@ the distribution layer installs; without it, a remote link or monitor gets
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import contextvars
 import inspect
 import logging
 import os
+import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from inspect import CO_COROUTINE
@@ -51,13 +55,18 @@ from types import FunctionType
 from typing import Any
 
 from beamlet._kernel import process as P
-from beamlet._kernel.parker import Parker, counter
+from beamlet._kernel.asyncexc import clear as clear_async_exc
+from beamlet._kernel.asyncexc import inject as inject_async_exc
+from beamlet._kernel.parker import GIL, Parker, counter
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
 from beamlet._kernel.sysmon import Sysmon
 from beamlet._kernel.timers import Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
 
 logger = logging.getLogger("beamlet")
+
+#: OS priority (nice) of a thread while a runaway process holds it.
+RUNAWAY_NICE = 19
 
 NORMAL = Atom("normal")
 KILL = Atom("kill")
@@ -124,6 +133,10 @@ class Scheduler:
         "handed_off",
         "ident",
         "index",
+        "kill_lock",
+        "kill_pending",
+        "masked",
+        "native_id",
         "parker",
         "rt",
         "seen",
@@ -142,6 +155,10 @@ class Scheduler:
         self.current: Process | None = None
         self.ident = 0
         self.handed_off = False  # replaced by another thread while its process ran on
+        # Killing the running process (asyncexc.py): the killer holds kill_lock.
+        self.kill_lock = threading.Lock()
+        self.kill_pending = False
+        self.masked = 0  # >0 while the process runs a kernel section that must not be cut
         # sysmon's private bookkeeping
         self.seen: Process | None = None
         self.seen_reductions = 0
@@ -159,6 +176,7 @@ class Scheduler:
         popleft = rt.runq.popleft
         _scheduler_var.set(self)
         self.ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
         finish = rt.finish
         schedule = rt.schedule
         while True:
@@ -175,35 +193,55 @@ class Scheduler:
             proc.reductions += 1
             try:
                 trap = proc.coro.send(None)
-            except StopIteration as e:
-                if proc.pid == rt.main_pid:
-                    proc.result = e.value
-                finish(proc, proc.doom if proc.doom is not None else NORMAL)
-                continue
-            except ProcessExit as e:
-                finish(proc, proc.doom if proc.doom is not None else e.reason)
-                continue
+                exc = None
             except BaseException as e:
-                if proc.doom is None and proc.pid != rt.main_pid:
-                    log_crash(proc, e)
-                finish(proc, proc.doom if proc.doom is not None else e)
-                continue
-            if trap == _WAIT:
-                lock = proc.lock
-                lock.acquire()
-                timer = proc.timer
-                if proc.inbox is None and (timer is None or timer.state == 0):
-                    proc.state = _WAITING
-                    lock.release()
-                else:
+                trap = None
+                exc = e
+            # The process has stopped running on this thread. No Python call
+            # may happen before a kill aimed at it is settled (asyncexc.py).
+            self.current = None
+            if self.kill_pending:
+                with self.kill_lock:
+                    clear_async_exc(self.ident)
+                    self.kill_pending = False
+                if proc.state >= _EXITING:
+                    rt.bury_zombie(proc, exc)
+                    continue
+            if exc is None:
+                if trap == _WAIT:
+                    lock = proc.lock
+                    lock.acquire()
+                    timer = proc.timer
+                    if proc.inbox is None and (timer is None or timer.state == 0):
+                        proc.state = _WAITING
+                        lock.release()
+                    else:
+                        proc.state = _RUNNABLE
+                        lock.release()
+                        schedule(proc)
+                elif trap == _YIELD:
                     proc.state = _RUNNABLE
-                    lock.release()
                     schedule(proc)
-            elif trap == _YIELD:
-                proc.state = _RUNNABLE
-                schedule(proc)
+                else:
+                    rt.kill_suspended(proc, trap)
+            elif type(exc) is StopIteration:
+                if proc.pid == rt.main_pid:
+                    proc.result = exc.value
+                finish(proc, proc.doom if proc.doom is not None else NORMAL)
+            elif proc.doom is not None:
+                # Killed (an exit signal, or an AsyncKill aimed at it). The
+                # kill may have fired just after the coroutine yielded, in
+                # which case it is still suspended: close it.
+                if proc.coro.cr_frame is not None:
+                    rt.kill_suspended(proc, _DIE)
+                else:
+                    finish(proc, proc.doom)
+            elif isinstance(exc, ProcessExit):
+                finish(proc, exc.reason)
             else:
-                rt.kill_suspended(proc, trap)
+                if proc.pid != rt.main_pid:
+                    log_crash(proc, exc)
+                finish(proc, exc)
 
     def retire(self) -> bool:
         """After a hand-off: rejoin the active schedulers, or park as a spare.
@@ -211,6 +249,16 @@ class Scheduler:
         Returns True when the runtime has stopped.
         """
         rt = self.rt
+        try:
+            if os.getpriority(os.PRIO_PROCESS, self.native_id) != rt.nice:
+                os.setpriority(os.PRIO_PROCESS, self.native_id, rt.nice)
+        except OSError:
+            # Raising a priority back needs privileges: a thread that cannot
+            # get its priority back leaves the pool instead.
+            with rt.sched_lock:
+                self.handed_off = False
+                rt.schedulers = [s for s in rt.schedulers if s is not self]
+            return True
         with rt.sched_lock:
             self.handed_off = False
             if rt.active < rt.n_schedulers:
@@ -264,6 +312,12 @@ class Runtime:
         self.sched_lock = threading.Lock()
         self.max_threads = max(64, 4 * n)
         self.sysmon = Sysmon(self)
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.blocking_threads = 64
+        # Processes an AsyncKill was aimed at, while they still run:
+        # proc -> [first injection, last injection, attempts] (sysmon retries).
+        self.killing: dict[Process, list[Any]] = {}
         self.stopped = False
         self.stopping = False
         self.timers = TimerService(self._timer_error)
@@ -293,15 +347,24 @@ class Runtime:
                 return
             s.handed_off = True
             self.active -= 1
+            self.sysmon.hand_offs += 1
+            # Under the GIL every runnable thread competes for it: make it
+            # change hands more often, and lower the runaway's OS priority so
+            # the others win it more often. Both before the new thread starts:
+            # Thread.start() itself waits for the GIL.
+            self.sysmon.tune_switch_interval()
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
             while self.active < self.n_schedulers:
                 if self.spares:
                     spare = self.spares.pop()
+                    self.active += 1
+                    spare.parker.unpark()
                 elif len(self.schedulers) < self.max_threads:
                     spare = Scheduler(self, len(self.schedulers))
                     self.schedulers = [*self.schedulers, spare]
-                    spare.start()
                     self.active += 1
-                    continue
+                    spare.start()
                 else:
                     logger.warning(
                         "beamlet: %d scheduler threads, the cap: queued processes wait "
@@ -309,8 +372,6 @@ class Runtime:
                         len(self.schedulers),
                     )
                     return
-                self.active += 1
-                spare.parker.unpark()
 
     def shutdown(self, grace: float = 5.0) -> list[Pid]:
         """Kill every process, stop the threads. Returns pids that would not die."""
@@ -330,7 +391,21 @@ class Runtime:
             if s.thread is not None and s.thread is not threading.current_thread():
                 s.thread.join(0 if stuck else 5.0)
         self.timers.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         return stuck
+
+    def pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The thread pool for blocking work (created on first use)."""
+        pool = self._pool
+        if pool is None:
+            with self.sched_lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=self.blocking_threads, thread_name_prefix="beamlet-blocking"
+                    )
+        return pool
 
     def _timer_error(self, e: BaseException) -> None:
         logger.error("beamlet timer callback failed", exc_info=e)
@@ -367,6 +442,66 @@ class Runtime:
         if s is not None:
             s.parker.unpark()
 
+    # ------------------------------------------------------------------ killing
+
+    def exit_running(self, proc: Process, sig: Sig) -> None:
+        """An exit signal reached a process while it runs: if it is to die of it,
+        stop its code now rather than at its next schedule point."""
+        reason = sig.a
+        if not sig.b and is_atom(reason, KILL):
+            reason = KILLED
+        elif proc.trap_exit or is_atom(reason, NORMAL):
+            return
+        elif sig.b and not self.linked_now(proc, sig.sender):
+            return
+        self.kill_running(proc, reason)
+
+    def linked_now(self, proc: Process, other: Pid) -> bool:
+        """Whether ``proc`` is linked to ``other`` once the signals it has not
+        drained yet (a runaway drains nothing) are applied."""
+        linked = proc.links is not None and other in proc.links
+        with proc.lock:
+            pending = list(proc.inbox or ())
+        for it in pending:
+            if type(it) is Sig and it.sender == other:
+                if it.kind == _SIG_LINK:
+                    linked = True
+                elif it.kind == _SIG_UNLINK:
+                    linked = False
+        return linked
+
+    def kill_running(self, proc: Process, reason: Any) -> bool:
+        """Inject AsyncKill into the thread running ``proc``; False if it does not run."""
+        for s in self.schedulers:
+            if s.current is proc:
+                break
+        else:
+            return False
+        with s.kill_lock:
+            s.kill_pending = True
+            if s.current is not proc or proc.state != _RUNNING or s.masked:
+                return False
+            if proc.doom is None:
+                proc.doom = reason
+            inject_async_exc(s.ident)
+        now = time.monotonic()
+        entry = self.killing.get(proc)
+        if entry is None:
+            self.killing[proc] = [now, now, 1]
+        else:
+            entry[1] = now
+            entry[2] += 1
+        return True
+
+    def bury_zombie(self, proc: Process, exc: BaseException | None) -> None:
+        """The code of a process sysmon declared dead has stopped: drop it."""
+        coro = proc.coro
+        proc.coro = None
+        if exc is None and coro is not None:
+            with contextlib.suppress(BaseException):
+                coro.close()
+        logger.warning("process %r, declared dead while it ran, has stopped", proc.pid)
+
     def kill_suspended(self, proc: Process, trap: Any) -> None:
         """Close the coroutine of a suspended process that must die, then finish it."""
         if trap != _DIE:
@@ -397,6 +532,28 @@ class Runtime:
     ) -> tuple[Pid, Ref | None]:
         if self.stopping:
             raise RuntimeError("the beamlet runtime is shutting down")
+        sched = _scheduler_var.get()
+        if sched is None or parent is None:
+            return self._spawn(fn, args, parent, link, monitor, is_main)
+        # Masked: a kill must not leave a half-made process (asyncexc.py).
+        sched.masked += 1
+        try:
+            if sched.kill_pending or not GIL:
+                with sched.kill_lock:
+                    clear_async_exc(sched.ident)
+            return self._spawn(fn, args, parent, link, monitor, is_main)
+        finally:
+            sched.masked -= 1
+
+    def _spawn(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        parent: Process | None,
+        link: bool,
+        monitor: bool,
+        is_main: bool,
+    ) -> tuple[Pid, Ref | None]:
         coro = make_coroutine(fn, args)
         n = self.next_pid()
         pid = Pid(n)
@@ -440,27 +597,30 @@ class Runtime:
         if proc is None:
             self.answer_dead(pid, item)
             return
-        lock = proc.lock
-        lock.acquire()
-        state = proc.state
+        # ``with`` and C-level appends only: a sender may itself be killed
+        # asynchronously, and must never leave the lock held or a woken
+        # process off the run queue.
+        with proc.lock:
+            state = proc.state
+            if state == _WAITING:
+                # A waiting process has an empty inbox: hand the signal over in
+                # a slot the process reads without a lock once it runs.
+                proc.handoff = item
+                proc.state = _RUNNABLE
+                self.runq.append(proc)
+            elif state < _EXITING:
+                inbox = proc.inbox
+                if inbox is None:
+                    proc.inbox = [item]
+                else:
+                    inbox.append(item)
         if state == _WAITING:
-            # A waiting process has an empty inbox: hand the signal over in a
-            # slot the process reads without a lock once it runs.
-            proc.handoff = item
-            proc.state = _RUNNABLE
-            lock.release()
-            self.schedule(proc)
-            return
-        if state >= _EXITING:
-            lock.release()
+            if self.idle or _scheduler_var.get() is None:
+                self.pushed()
+        elif state >= _EXITING:
             self.answer_dead(pid, item)
-            return
-        inbox = proc.inbox
-        if inbox is None:
-            proc.inbox = [item]
-        else:
-            inbox.append(item)
-        lock.release()
+        elif state == _RUNNING and type(item) is Sig and item.kind == _SIG_EXIT:
+            self.exit_running(proc, item)
 
     def answer_dead(self, pid: Pid, item: Any, reason: Atom = NOPROC) -> None:
         """What a dead (or unreachable) process answers to a signal."""
@@ -494,24 +654,35 @@ class Runtime:
 
         Runs in the process's own context only. May set ``proc.doom``.
         """
+        sched = _scheduler_var.get()
+        if sched is None:
+            self._drain(proc)
+            return
+        # Masked: a kill must not cut signal handling in half (asyncexc.py).
+        sched.masked += 1
+        try:
+            if sched.kill_pending or not GIL:
+                with sched.kill_lock:
+                    clear_async_exc(sched.ident)
+            self._drain(proc)
+        finally:
+            sched.masked -= 1
+
+    def _drain(self, proc: Process) -> None:
         first = proc.handoff
         if first is not NOTHING:
             proc.handoff = NOTHING
             if proc.inbox is None:
                 items = [first]
             else:
-                lock = proc.lock
-                lock.acquire()
-                rest = proc.inbox or []
-                proc.inbox = None
-                lock.release()
+                with proc.lock:
+                    rest = proc.inbox or []
+                    proc.inbox = None
                 items = [first, *rest]
         else:
-            lock = proc.lock
-            lock.acquire()
-            taken = proc.inbox
-            proc.inbox = None
-            lock.release()
+            with proc.lock:
+                taken = proc.inbox
+                proc.inbox = None
             if taken is None:
                 return
             items = taken
@@ -573,12 +744,13 @@ class Runtime:
 
     def finish(self, proc: Process, reason: Any) -> None:
         """The process has stopped running: tell its links and monitors, forget it."""
-        lock = proc.lock
-        lock.acquire()
-        proc.state = _EXITING
-        pending = proc.inbox
-        proc.inbox = None
-        lock.release()
+        with proc.lock:
+            if proc.state >= _EXITING:
+                return  # already finished (a zombie declared dead by sysmon)
+            proc.state = _EXITING
+            pending = proc.inbox
+            proc.inbox = None
+        self.killing.pop(proc, None)
         if proc.handoff is not NOTHING:
             pending = [proc.handoff, *(pending or ())]
             proc.handoff = NOTHING
@@ -593,14 +765,15 @@ class Runtime:
                     if it.kind == _SIG_LINK and proc.links is not None and it.sender in proc.links:
                         continue  # already linked: it gets the real exit reason below
                     self.answer_dead(pid, it)
+        # Snapshots (list() is atomic): a zombie may still be mutating these.
         if proc.links:
-            for other in proc.links:
+            for other in list(proc.links):
                 self.deliver(other, Sig(_SIG_EXIT, pid, reason, True))
         if proc.monitored_by:
-            for ref, watcher in proc.monitored_by.items():
+            for ref, watcher in list(proc.monitored_by.items()):
                 self.deliver(watcher, Sig(_SIG_DOWN, pid, ref, reason))
         if proc.monitors:
-            for ref, target in proc.monitors.items():
+            for ref, target in list(proc.monitors.items()):
                 if type(target) is Pid:
                     self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
         if proc.name is not None:
@@ -608,7 +781,8 @@ class Runtime:
                 if self.names.get(proc.name) == pid:
                     del self.names[proc.name]
         proc.state = _DEAD
-        proc.coro = None
+        if not proc.zombie:
+            proc.coro = None
         proc.queue = None
         self.table.pop(pid.id, None)
         if pid == self.main_pid:
@@ -693,6 +867,29 @@ def format_stack(coro: Any) -> list[traceback.FrameSummary]:
             )
         )
         obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    return frames
+
+
+def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
+    """The stack of a process running on some thread right now, outermost first."""
+    for s in list(rt.schedulers):
+        if s.current is proc:
+            frame = sys._current_frames().get(s.ident)
+            break
+    else:
+        return []
+    loop_code = Scheduler.loop.__code__
+    frames = []
+    while frame is not None and frame.f_code is not loop_code:
+        frames.append(
+            traceback.FrameSummary(
+                frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, line=None
+            )
+        )
+        frame = frame.f_back
+    if frame is None:
+        return []  # it stopped running while we looked
+    frames.reverse()
     return frames
 
 

@@ -29,6 +29,8 @@ schedulers are all busy.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -39,8 +41,15 @@ from beamlet._kernel.process import RUNNING
 if TYPE_CHECKING:
     from beamlet._kernel.runtime import Runtime, Scheduler
 
+logger = logging.getLogger("beamlet")
+
 TICK = 0.001
 SLICE = 0.002
+#: A killed process still running this long after the first AsyncKill is
+#: declared dead (links and monitors told) while its thread runs on.
+ZOMBIE_AFTER = 0.02
+#: sys.setswitchinterval while a runaway process holds a thread (default 5 ms).
+RUNAWAY_SWITCH_INTERVAL = 0.0002
 
 
 class Sysmon:
@@ -53,6 +62,9 @@ class Sysmon:
         self.thread: threading.Thread | None = None
         self.hand_offs = 0
         self.wakeups = 0
+        self.saved_interval: float | None = None
+        self.busy_time = 0.0  # sum over ticks of (busy active schedulers x tick)
+        self.sampled_time = 0.0  # sum over ticks of (N x tick)
 
     def start(self) -> None:
         self.running = True
@@ -64,6 +76,7 @@ class Sysmon:
         self.parker.unpark()
         if self.thread is not None:
             self.thread.join(5.0)
+        self.restore()
 
     def poke(self) -> None:
         self.parker.unpark()
@@ -75,12 +88,15 @@ class Sysmon:
         while self.running:
             if quiet:
                 self.parker.park()
-                last = time.perf_counter()
+                now = time.perf_counter()
+                self.sampled_time += (now - last) * rt.n_schedulers
+                last = now
             else:
                 self.parker.park(self.tick)
             now = time.perf_counter()
             dt = now - last
             last = now
+            self.sampled_time += dt * rt.n_schedulers
             busy = 0
             stuck: list[Scheduler] = []
             for s in list(rt.schedulers):
@@ -89,6 +105,8 @@ class Sysmon:
                     s.seen = None
                     continue
                 busy += 1
+                if not s.handed_off:
+                    self.busy_time += dt
                 p.runtime += dt
                 if s.seen is p and s.seen_reductions == p.reductions:
                     s.stuck_for += dt
@@ -98,12 +116,51 @@ class Sysmon:
                     s.seen = p
                     s.seen_reductions = p.reductions
                     s.stuck_for = 0.0
+            if rt.killing:
+                self.pursue_kills(now)
             queued = bool(rt.runq)
             if stuck and queued:
                 for s in stuck:
                     rt.hand_off(s)
-                    self.hand_offs += 1
             if queued and rt.idle:
                 self.wakeups += 1
                 rt.wake_idle()
-            quiet = busy == 0 and not queued
+            self.tune_switch_interval()
+            quiet = busy == 0 and not queued and not rt.killing
+
+    def pursue_kills(self, now: float) -> None:
+        """Retry kills that have not taken effect; declare dead who swallows them."""
+        rt = self.rt
+        mono = time.monotonic()
+        for proc, entry in list(rt.killing.items()):
+            if proc.state != RUNNING:
+                rt.killing.pop(proc, None)  # it yielded: the signal does the rest
+                continue
+            first, last, _attempts = entry
+            if mono - first >= ZOMBIE_AFTER and not proc.zombie:
+                # It swallowed every AsyncKill, or sits in a blocking C call.
+                proc.zombie = True
+                logger.warning(
+                    "process %r did not stop %.0f ms after it was killed (it swallows the "
+                    "kill or is blocked in a C call): declared dead, its thread runs on",
+                    proc.pid,
+                    (mono - first) * 1000,
+                )
+                rt.finish(proc, proc.doom)
+            elif mono - last >= self.tick:
+                rt.kill_running(proc, proc.doom)
+
+    def tune_switch_interval(self) -> None:
+        """While a runaway holds a thread, make the GIL change hands more often."""
+        runaway = any(s.handed_off for s in self.rt.schedulers) or bool(self.rt.killing)
+        if runaway and self.saved_interval is None:
+            self.saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(RUNAWAY_SWITCH_INTERVAL)
+        elif not runaway and self.saved_interval is not None:
+            sys.setswitchinterval(self.saved_interval)
+            self.saved_interval = None
+
+    def restore(self) -> None:
+        if self.saved_interval is not None:
+            sys.setswitchinterval(self.saved_interval)
+            self.saved_interval = None

@@ -1,0 +1,248 @@
+"""Runaway and blocking processes never freeze the others; kill works on them.
+
+See docs/process-model.md ("Preemption by hand-off") for the mechanism.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+from tests.conftest import run
+
+import beamlet
+from beamlet import ANY, Down, exit, process_info, receive, send, spawn, spawn_monitor
+
+
+async def busy(parent):
+    send(parent, ("started", beamlet.self()))
+    x = 0
+    while True:
+        x += 1
+
+
+async def echo():
+    while True:
+        sender, n = await receive()
+        send(sender, n)
+
+
+async def ping_pong(rounds):
+    me = beamlet.self()
+    e = spawn(echo)
+    for n in range(rounds):
+        send(e, (me, n))
+        assert await receive(timeout=30) == n
+    return rounds
+
+
+def test_a_runaway_busy_loop_does_not_stop_a_ping_pong_pair():
+    async def main():
+        spawn(busy, beamlet.self())
+        await receive(("started", ANY))
+        # One scheduler: only a hand-off lets the pair run at all.
+        done = await ping_pong(200)
+        return done, beamlet.statistics().hand_offs
+
+    done, hand_offs = run(main, schedulers=1)
+    assert done == 200 and hand_offs >= 1
+
+
+def test_a_process_blocked_in_time_sleep_does_not_stop_the_others():
+    release = threading.Event()
+
+    async def sleeper():
+        while not release.is_set():
+            time.sleep(0.005)  # blocking syscall, never awaits
+
+    async def main():
+        spawn(sleeper)
+        done = await ping_pong(100)
+        release.set()
+        return done
+
+    assert run(main, schedulers=1) == 100
+
+
+def test_exit_kill_stops_a_process_that_never_awaits():
+    async def main():
+        pid, ref = spawn_monitor(busy, beamlet.self())
+        await receive(("started", ANY))
+        exit(pid, "kill")
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        return down.reason, beamlet.is_alive(pid)
+
+    assert run(main) == ("killed", False)
+
+
+def test_a_linked_crash_stops_a_running_process_too():
+    async def crash_later(target):
+        beamlet.link(target)
+        raise RuntimeError("partner crashed")
+
+    async def main():
+        pid, ref = spawn_monitor(busy, beamlet.self())
+        await receive(("started", ANY))
+        spawn(crash_later, pid)
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        return type(down.reason).__name__
+
+    assert run(main) == "RuntimeError"
+
+
+def test_a_process_that_swallows_its_kill_is_declared_dead_anyway():
+    stop = threading.Event()
+
+    async def stubborn(parent):
+        send(parent, "started")
+        while not stop.is_set():
+            try:
+                while not stop.is_set():
+                    pass
+            except BaseException:
+                pass  # swallows AsyncKill, again and again
+
+    async def main():
+        pid, ref = spawn_monitor(stubborn, beamlet.self())
+        await receive("started")
+        exit(pid, "kill")
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        alive = beamlet.is_alive(pid)
+        stop.set()
+        return down.reason, alive
+
+    assert run(main) == ("killed", False)
+
+
+def test_kills_never_hit_the_wrong_process():
+    """Kill some of many short CPU-bound workers while all of them run: only the
+    targets may die killed; every other one finishes its work."""
+    rng = random.Random(7)
+
+    async def worker(parent, spins):
+        x = 0
+        for _ in range(spins):
+            x += 1
+        send(parent, ("done", beamlet.self()))
+
+    async def main():
+        me = beamlet.self()
+        workers = {}
+        for _ in range(200):
+            pid, ref = spawn_monitor(worker, me, rng.randrange(20_000, 200_000))
+            workers[pid] = ref
+        targets = set(rng.sample(sorted(workers), 60))
+        for pid in targets:
+            exit(pid, "kill")
+        outcomes = {}
+        for pid, ref in workers.items():
+            outcomes[pid] = (await receive(Down(ref, pid, ANY), timeout=60)).reason
+        done = set()
+        while True:
+            try:
+                done.add((await receive(("done", ANY), timeout=0))[1])
+            except TimeoutError:
+                break
+        return targets, outcomes, done
+
+    targets, outcomes, done = run(main, schedulers=2)
+    for pid, reason in outcomes.items():
+        if pid in targets:
+            assert reason in ("killed", "normal")
+            assert (reason == "normal") == (pid in done)
+        else:
+            assert reason == "normal", (pid, reason)
+            assert pid in done
+
+
+def test_process_info_shows_a_runaway_running_with_growing_runtime_and_its_stack():
+    async def main():
+        pid = spawn(busy, beamlet.self())
+        await receive(("started", ANY))
+        first = process_info(pid)
+        await ping_pong(50)
+        second = process_info(pid)
+        # Wait until sysmon has charged it at least a few ticks.
+        deadline = time.monotonic() + 30
+        while second["runtime"] <= first["runtime"] and time.monotonic() < deadline:
+            await ping_pong(10)
+            second = process_info(pid)
+        return first, second
+
+    first, second = run(main, schedulers=1)
+    assert first["status"] == second["status"] == "running"
+    assert second["runtime"] > first["runtime"]
+    assert [f.name for f in second["current_stacktrace"]] == ["busy"]
+
+
+def test_blocking_runs_on_a_pool_without_holding_a_scheduler():
+    proceed = threading.Event()
+
+    def wait_for_the_others():
+        assert proceed.wait(30), "the other process never ran"
+        return "pool result"
+
+    async def blocker(parent):
+        send(parent, await beamlet.blocking(wait_for_the_others))
+
+    async def main():
+        spawn(blocker, beamlet.self())
+        await ping_pong(20)  # would deadlock if the blocker held the only scheduler
+        proceed.set()
+        return await receive(timeout=30)
+
+    assert run(main, schedulers=1) == "pool result"
+
+
+def test_blocking_raises_what_the_function_raised():
+    def fails():
+        raise OSError("disk on fire")
+
+    async def main():
+        with pytest.raises(OSError, match="disk on fire"):
+            await beamlet.blocking(fails)
+        return await beamlet.blocking(sum, [1, 2, 3])
+
+    assert run(main) == 6
+
+
+def test_a_process_killed_while_in_blocking_dies_at_once():
+    gate = threading.Event()
+
+    async def blocker(parent):
+        send(parent, "waiting")
+        await beamlet.blocking(gate.wait, 30)
+
+    async def main():
+        pid, ref = spawn_monitor(blocker, beamlet.self())
+        await receive("waiting")
+        exit(pid, "shutdown")
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        gate.set()
+        return down.reason
+
+    assert run(main) == "shutdown"
+
+
+def test_run_returns_even_with_runaways_left():
+    async def main():
+        for _ in range(3):
+            spawn(busy, beamlet.self())
+        for _ in range(3):
+            await receive(("started", ANY))
+        return beamlet.statistics()
+
+    stats = run(main, schedulers=1)
+    assert stats.threads >= 1 and stats.schedulers == 1
+
+
+def test_statistics_are_a_frozen_snapshot():
+    async def main():
+        return beamlet.statistics()
+
+    stats = run(main, schedulers=2)
+    assert stats.schedulers == 2 and stats.processes == 1 and stats.active == 2
+    with pytest.raises(AttributeError):
+        stats.processes = 5  # type: ignore[misc]
