@@ -60,6 +60,7 @@ from beamlet._kernel.asyncexc import inject as inject_async_exc
 from beamlet._kernel.parker import GIL, Parker, counter
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
 from beamlet._kernel.sysmon import Sysmon
+from beamlet._kernel.throttle import Throttle
 from beamlet._kernel.timers import Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
 
@@ -249,6 +250,7 @@ class Scheduler:
         Returns True when the runtime has stopped.
         """
         rt = self.rt
+        rt.throttle.remove(self.ident)
         try:
             if os.getpriority(os.PRIO_PROCESS, self.native_id) != rt.nice:
                 os.setpriority(os.PRIO_PROCESS, self.native_id, rt.nice)
@@ -312,6 +314,7 @@ class Runtime:
         self.sched_lock = threading.Lock()
         self.max_threads = max(64, 4 * n)
         self.sysmon = Sysmon(self)
+        self.throttle = Throttle(stop_at=Scheduler.loop.__code__)
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.blocking_threads = 64
@@ -355,6 +358,7 @@ class Runtime:
             self.sysmon.tune_switch_interval()
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
+            self.throttle.add(s.ident)
             while self.active < self.n_schedulers:
                 if self.spares:
                     spare = self.spares.pop()
@@ -385,6 +389,7 @@ class Runtime:
             self.stopped = True
             self.idle.clear()
         self.sysmon.stop()
+        self.throttle.stop()
         for s in self.schedulers:
             s.parker.unpark()
         for s in self.schedulers:
@@ -484,6 +489,7 @@ class Runtime:
             if proc.doom is None:
                 proc.doom = reason
             inject_async_exc(s.ident)
+        self.throttle.wake(s.ident)
         now = time.monotonic()
         entry = self.killing.get(proc)
         if entry is None:
@@ -879,8 +885,12 @@ def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
     else:
         return []
     loop_code = Scheduler.loop.__code__
+    throttle_code = Throttle._on_jump.__code__
     frames = []
     while frame is not None and frame.f_code is not loop_code:
+        if frame.f_code is throttle_code:  # sysmon's brake, not the process's code
+            frame = frame.f_back
+            continue
         frames.append(
             traceback.FrameSummary(
                 frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, line=None

@@ -118,6 +118,8 @@ class Sysmon:
                     s.stuck_for = 0.0
             if rt.killing:
                 self.pursue_kills(now)
+            if rt.throttle.threads:
+                rt.throttle.refresh()
             queued = bool(rt.runq)
             if stuck and queued:
                 for s in stuck:
