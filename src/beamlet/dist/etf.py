@@ -66,7 +66,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -126,8 +126,10 @@ SMALL_ATOM_UTF8_EXT: Final = 119
 V4_PORT_EXT: Final = 120
 LOCAL_EXT: Final = 121
 
-#: Default nesting limit for decoding (containers inside containers).
-DEFAULT_MAX_DEPTH: Final = 2000
+#: Default nesting limit (containers inside containers) for decoding and encoding.
+#: Each level costs two Python frames; 256 stays well inside the default
+#: recursion limit of 1000 even when called from a deep stack.
+DEFAULT_MAX_DEPTH: Final = 256
 #: Default cap on the inflated size of a compressed term (bytes).
 DEFAULT_MAX_UNCOMPRESSED: Final = 256 * 1024 * 1024
 
@@ -245,6 +247,9 @@ class FrozenList(tuple[Any, ...]):
 
     __slots__ = ()
 
+    def __new__(cls, items: Iterable[Any] = ()) -> FrozenList:
+        return super().__new__(cls, map(_freeze, items))
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenList):
             return tuple.__eq__(self, other)
@@ -266,13 +271,14 @@ class FrozenMap(Mapping[Any, Any]):
     """A hashable, immutable Erlang map, used where a map is a map key.
 
     Encodes as a map, in its insertion order.  Equals a ``dict`` with the
-    same items.
+    same items.  Lists and maps inside it are frozen too.
     """
 
     __slots__ = ("_d", "_hash")
 
-    def __init__(self, items: Mapping[Any, Any] | Sequence[tuple[Any, Any]] = ()) -> None:
-        self._d: dict[Any, Any] = dict(items)
+    def __init__(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._d: dict[Any, Any] = {_freeze(k): _freeze(v) for k, v in pairs}
         self._hash: int | None = None
 
     def __getitem__(self, key: Any) -> Any:
@@ -304,9 +310,9 @@ def _freeze(v: Any) -> Any:
     """Make a decoded term hashable (for use as a map key), losslessly."""
     t = type(v)
     if t is list:
-        return FrozenList(_freeze(x) for x in v)
+        return FrozenList(v)
     if t is dict:
-        return FrozenMap([(_freeze(k), _freeze(x)) for k, x in v.items()])
+        return FrozenMap(v)
     if t is tuple:
         return tuple(_freeze(x) for x in v)
     if t is ImproperList:
@@ -423,11 +429,14 @@ def _atom(d: _Decoder, raw: bytes, latin1: bool = False) -> Any:
 
 def _d_small_atom_utf8(d: _Decoder, pos: int) -> tuple[Any, int]:
     buf = d.buf
-    n = buf[pos]
-    end = pos + 1 + n
+    end = pos + 1 + buf[pos]
     if end > d.size:
-        d.need(pos + 1, n, "SMALL_ATOM_UTF8_EXT")
-    return _atom(d, buf[pos + 1 : end]), end
+        d.need(pos + 1, buf[pos], "SMALL_ATOM_UTF8_EXT")
+    raw = buf[pos + 1 : end]
+    v = _ATOM_CACHE.get(raw, _ATOM_CACHE)
+    if v is _ATOM_CACHE:
+        v = _atom(d, raw)
+    return v, end
 
 
 def _d_atom_utf8(d: _Decoder, pos: int) -> tuple[Any, int]:
@@ -533,12 +542,16 @@ def _d_tuple_items(d: _Decoder, pos: int, n: int) -> tuple[Any, int]:
     items: list[Any] = []
     append = items.append
     buf = d.buf
+    size = d.size
     table = _DECODERS
     for _ in range(n):
         tag = buf[pos]
         if tag == SMALL_INTEGER_EXT:
             append(buf[pos + 1])
             pos += 2
+        elif tag == INTEGER_EXT and pos + 5 <= size:
+            append(_unpack_i32(buf, pos + 1)[0])
+            pos += 5
         else:
             v, pos = table[tag](d, pos + 1)
             append(v)
@@ -567,12 +580,16 @@ def _d_list(d: _Decoder, pos: int) -> tuple[Any, int]:
     items: list[Any] = []
     append = items.append
     buf = d.buf
+    size = d.size
     table = _DECODERS
     for _ in range(n):
         tag = buf[pos]
         if tag == SMALL_INTEGER_EXT:
             append(buf[pos + 1])
             pos += 2
+        elif tag == INTEGER_EXT and pos + 5 <= size:
+            append(_unpack_i32(buf, pos + 1)[0])
+            pos += 5
         else:
             v, pos = table[tag](d, pos + 1)
             append(v)
@@ -599,10 +616,11 @@ def _d_map(d: _Decoder, pos: int) -> tuple[Any, int]:
         raise ETFDecodeError(f"map arity {n} at offset {start} exceeds the remaining input")
     d.enter(pos)
     out: dict[Any, Any] = {}
-    term = d.term
+    buf = d.buf
+    table = _DECODERS
     for _ in range(n):
-        k, pos = term(pos)
-        v, pos = term(pos)
+        k, pos = table[buf[pos]](d, pos + 1)
+        v, pos = table[buf[pos]](d, pos + 1)
         try:
             out[k] = v
         except TypeError:
@@ -1009,8 +1027,14 @@ def _e_tuple(e: _Encoder, t: tuple[Any, ...]) -> None:
         raise ValueError("term nested too deeply (or cyclic) to encode")
     term = e.term
     for x in t:
-        if type(x) is int and 0 <= x <= 255:
-            out += bytes((SMALL_INTEGER_EXT, x))
+        tx = type(x)
+        if tx is int and -0x80000000 <= x <= 0x7FFFFFFF:
+            if 0 <= x <= 255:
+                out += bytes((SMALL_INTEGER_EXT, x))
+            else:
+                out += _pack_b_i32(INTEGER_EXT, x)
+        elif tx is Atom:
+            out += _ENC_ATOMS.get(x) or _atom_bytes(x)
         else:
             term(x)
     e.depth -= 1
@@ -1048,8 +1072,14 @@ def _e_items(e: _Encoder, items: Sequence[Any]) -> None:
     out = e.out
     term = e.term
     for x in items:
-        if type(x) is int and 0 <= x <= 255:
-            out += bytes((SMALL_INTEGER_EXT, x))
+        tx = type(x)
+        if tx is int and -0x80000000 <= x <= 0x7FFFFFFF:
+            if 0 <= x <= 255:
+                out += bytes((SMALL_INTEGER_EXT, x))
+            else:
+                out += _pack_b_i32(INTEGER_EXT, x)
+        elif tx is Atom:
+            out += _ENC_ATOMS.get(x) or _atom_bytes(x)
         else:
             term(x)
     e.depth -= 1
