@@ -478,6 +478,11 @@ class AtomCache:
         # A slot holds the decoded atom value (Atom, True, False or None for
         # 'undefined'), boxed in a 1-tuple so "empty" is distinguishable.
 
+    @property
+    def size(self) -> int:
+        """Number of filled entries."""
+        return sum(1 for s in self._slots if s is not None)
+
     def parse_header(self, buf: bytes, pos: int) -> tuple[list[Any], int]:
         """Parse NumberOfAtomCacheRefs, Flags and AtomCacheRefs at ``pos``.
 
@@ -596,6 +601,8 @@ class DistDecoder:
         self.max_sequences = max_sequences
         self._sequences: dict[int, _Sequence] = {}
         self._buffered = 0
+        #: Messages received in more than one fragment (a statistic).
+        self.fragmented_messages = 0
 
     @property
     def pending_fragments(self) -> int:
@@ -692,6 +699,7 @@ class DistDecoder:
             s.next_fragment = frag - 1
             return None
         self._drop(seq)
+        self.fragmented_messages += 1
         return self._decode_body(b"".join(s.chunks), 0, s.atoms, versioned=False)
 
     def _check_size(self, extra: int) -> None:
