@@ -107,7 +107,15 @@ class ErlNode:
     """A real ``erl`` node running ``-eval`` code; its stdout lines are
     collected so a test can wait for what the node prints."""
 
-    def __init__(self, erl: str, name: str, cookie: str, epmd_port: int, code: str) -> None:
+    def __init__(
+        self,
+        erl: str,
+        name: str,
+        cookie: str,
+        epmd_port: int,
+        code: str,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_CRASH_DUMP_BYTES="0")
         env.pop("ERL_FLAGS", None)
         env.pop("ERL_AFLAGS", None)
@@ -119,6 +127,7 @@ class ErlNode:
                 "-name", name, "-setcookie", cookie,
                 "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
                 "-kernel", "net_setuptime", "5",
+                *extra_args,
                 "-eval", code,
             ],
             stdout=subprocess.PIPE,
@@ -161,14 +170,22 @@ class ErlNode:
 
 @pytest.fixture
 def erl_nodes() -> Iterator[Callable[..., ErlNode]]:
-    """Start real erl nodes: ``start(version, name, cookie, epmd_port, code)``."""
+    """Start real erl nodes: ``start(version, name, cookie, epmd_port, code,
+    extra_args=())``."""
     started: list[ErlNode] = []
 
-    def start(version: str, name: str, cookie: str, epmd_port: int, code: str) -> ErlNode:
+    def start(
+        version: str,
+        name: str,
+        cookie: str,
+        epmd_port: int,
+        code: str,
+        extra_args: tuple[str, ...] = (),
+    ) -> ErlNode:
         erl = erl_path(version)
         if erl is None:
             pytest.skip(f"no OTP {version} erl available")
-        node = ErlNode(erl, name, cookie, epmd_port, code)
+        node = ErlNode(erl, name, cookie, epmd_port, code, extra_args)
         started.append(node)
         return node
 

@@ -98,7 +98,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(terms)
 def test_round_trip_over_the_mapping(term: Any) -> None:
     data = encode(term)
@@ -107,7 +107,7 @@ def test_round_trip_over_the_mapping(term: Any) -> None:
     assert encode(back) == data
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
 @given(terms)
 def test_compressed_round_trip(term: Any) -> None:
     assert _same(decode(encode(term, compressed=True)), term)
@@ -295,9 +295,7 @@ def test_fuzz_random_bytes_only_raise_decode_error(data: bytes) -> None:
             pass
 
 
-@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
-@given(terms, st.data())
-def test_fuzz_mutated_encodings_only_raise_decode_error(term: Any, data: st.DataObject) -> None:
+def _mutate_and_decode(term: Any, data: st.DataObject) -> None:
     blob = bytearray(encode(term, compressed=data.draw(st.booleans())))
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
@@ -314,3 +312,16 @@ def test_fuzz_mutated_encodings_only_raise_decode_error(term: Any, data: st.Data
         decode(bytes(blob))
     except ETFDecodeError:
         pass
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(terms, st.data())
+def test_fuzz_mutated_encodings_only_raise_decode_error(term: Any, data: st.DataObject) -> None:
+    _mutate_and_decode(term, data)
+
+
+@pytest.mark.slow
+@settings(max_examples=20_000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(terms, st.data())
+def test_fuzz_mutated_encodings_long_run(term: Any, data: st.DataObject) -> None:
+    _mutate_and_decode(term, data)

@@ -281,3 +281,61 @@ def test_connect_through_the_real_epmd(
         assert payload[0] == "hello_from_erlang"
     finally:
         conn.close()
+
+
+VISIBLE_WATCHER = """
+ok = net_kernel:monitor_nodes(true),
+io:format("ready~n"),
+receive {nodeup, N} ->
+    io:format("nodeup ~s visible=~p~n", [N, lists:member(N, nodes())]),
+    {pyreceiver, N} ! {hello, self()}
+end,
+receive stop -> ok end.
+"""
+
+
+@pytest.mark.parametrize("otp", OTPS)
+def test_dist_session_as_a_visible_node(
+    otp: str, builtin_epmd: EPMDServer, erl_nodes: Callable[..., ErlNode]
+) -> None:
+    """The same through DistSession, the object connection.py will drive,
+    this time as a visible (published) node: erl lists us in nodes()."""
+    from beamlet.dist.session import DistSession, Message
+
+    node = erl_nodes(otp, ERL, COOKIE, builtin_epmd.port, VISIBLE_WATCHER)
+    node.expect("ready")
+    info = epmd_client.port_please("erl", epmd_port=builtin_epmd.port)
+    assert info is not None
+    session = DistSession(Initiator(PY, COOKIE, _creation(), peer_name=ERL, hidden=False))
+    messages: list[Message] = []
+    with socket.create_connection(("127.0.0.1", info.port), 5) as sock:
+        deadline = time.monotonic() + 15
+        events = session.start(time.monotonic())
+        while True:
+            for ev in events:
+                if isinstance(ev, Send):
+                    sock.sendall(ev.data)
+                elif isinstance(ev, Failed):
+                    raise AssertionError(ev)
+                elif isinstance(ev, Message):
+                    messages.append(ev)
+            if any(getattr(m.control, "to_name", None) == "pyreceiver" for m in messages):
+                break
+            assert time.monotonic() < deadline, "timed out"
+            now = time.monotonic()
+            sock.settimeout(max(0.01, min(session.next_deadline(now), deadline - now)))
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                events = session.poll(time.monotonic())
+                continue
+            assert data, "erl closed the connection"
+            events = session.receive(data, time.monotonic())
+    assert session.peer is not None and not session.peer.peer_hidden
+    assert node.expect("nodeup ") == f"nodeup {PY} visible=true"
+    # A visible node is at once asked by rex and global_name_server: work for
+    # node.py (see docs/distribution.md).
+    assert {m.control.to_name for m in messages if isinstance(m.control, c.RegSend)} >= {
+        "rex",
+        "pyreceiver",
+    }

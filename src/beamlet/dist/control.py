@@ -48,6 +48,7 @@ from beamlet.dist.handshake import DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
 from beamlet.terms import Atom, Pid, Ref
 
 __all__ = [
+    "NO_PAYLOAD",
     "PASS_THROUGH",
     "AliasSend",
     "AliasSendTT",
@@ -57,6 +58,7 @@ __all__ = [
     "DemonitorP",
     "DistDecoder",
     "DistEncoder",
+    "DistHeaderError",
     "Exit",
     "Exit2",
     "Exit2TT",
@@ -101,6 +103,11 @@ _EMPTY_ATOM: Final = Atom("")
 
 class ControlDecodeError(ETFDecodeError):
     """A malformed distribution packet (header, fragment or control tuple)."""
+
+
+class DistHeaderError(ControlDecodeError):
+    """A malformed atom cache section of a distribution header.  The atom
+    cache may now differ from the sender's: the connection must be closed."""
 
 
 # -- control messages ----------------------------------------------------------------
@@ -490,14 +497,14 @@ class AtomCache:
         refer to, and the offset after the header.  New entries are stored.
         """
         if pos >= len(buf):
-            raise ControlDecodeError("truncated distribution header")
+            raise DistHeaderError("truncated distribution header")
         n = buf[pos]
         pos += 1
         if n == 0:
             return [], pos
         nflags = n // 2 + 1
         if pos + nflags > len(buf):
-            raise ControlDecodeError("truncated atom cache flags")
+            raise DistHeaderError("truncated atom cache flags")
         flag_bytes = buf[pos : pos + nflags]
         pos += nflags
 
@@ -512,22 +519,22 @@ class AtomCache:
             f = half(i)
             segment = f & 0x7
             if pos >= len(buf):
-                raise ControlDecodeError("truncated atom cache reference")
+                raise DistHeaderError("truncated atom cache reference")
             index = segment * 256 + buf[pos]
             pos += 1
             if f & 0x8:  # NewCacheEntryFlag
                 if long_atoms:
                     if pos + 2 > len(buf):
-                        raise ControlDecodeError("truncated atom cache entry")
+                        raise DistHeaderError("truncated atom cache entry")
                     (length,) = struct.unpack_from(">H", buf, pos)
                     pos += 2
                 else:
                     if pos >= len(buf):
-                        raise ControlDecodeError("truncated atom cache entry")
+                        raise DistHeaderError("truncated atom cache entry")
                     length = buf[pos]
                     pos += 1
                 if pos + length > len(buf):
-                    raise ControlDecodeError("truncated atom text in the atom cache")
+                    raise DistHeaderError("truncated atom text in the atom cache")
                 raw = bytes(buf[pos : pos + length])
                 pos += length
                 # decode through the ETF decoder so true/false/undefined map
@@ -535,13 +542,16 @@ class AtomCache:
                 head = (
                     b"w" + bytes((length,)) if length <= 255 else b"v" + struct.pack(">H", length)
                 )
-                value, _ = decode_term(head + raw)
+                try:
+                    value, _ = decode_term(head + raw)
+                except ETFDecodeError as e:
+                    raise DistHeaderError(f"bad atom in the atom cache: {e}") from e
                 slots[index] = (value,)
                 refs.append(value)
             else:
                 entry = slots[index]
                 if entry is None:
-                    raise ControlDecodeError(
+                    raise DistHeaderError(
                         f"atom cache reference to empty slot {segment}:{index % 256}"
                     )
                 refs.append(entry[0])
@@ -724,7 +734,8 @@ class DistDecoder:
 
 # -- encoding packets -----------------------------------------------------------------
 
-_NO_PAYLOAD: Final[Any] = object()
+#: Marks "no payload" (``None`` is a payload: the atom ``undefined``).
+NO_PAYLOAD: Final[Any] = object()
 _pack_frag = struct.Struct(">BBQQ").pack
 
 
@@ -751,11 +762,11 @@ class DistEncoder:
         self.fragment_size = fragment_size if flags & DFLAG_FRAGMENTS else None
         self._next_seq = 1
 
-    def encode(self, control: Control, payload: Any = _NO_PAYLOAD) -> list[bytes]:
+    def encode(self, control: Control, payload: Any = NO_PAYLOAD) -> list[bytes]:
         has = control.has_payload if isinstance(control, UnknownControl) else control.HAS_PAYLOAD
-        if has and payload is _NO_PAYLOAD:
+        if has and payload is NO_PAYLOAD:
             raise ValueError(f"{type(control).__name__} needs a payload")
-        if not has and payload is not _NO_PAYLOAD:
+        if not has and payload is not NO_PAYLOAD:
             raise ValueError(f"{type(control).__name__} carries no payload")
         ctl = control.to_tuple()
         if not self.header:
