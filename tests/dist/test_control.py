@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beamlet.dist import control as c
 from beamlet.dist.control import ControlDecodeError, DistDecoder, DistEncoder
@@ -205,7 +207,7 @@ def test_fragment_errors_and_bounds() -> None:
     assert dec.pending_fragments == 0  # the broken sequence is dropped
     small = DistDecoder(ME, max_message=50)
     small.decode(packets[0])
-    with pytest.raises(ControlDecodeError, match="over 50 bytes|exceed 50"):
+    with pytest.raises(ControlDecodeError, match=r"over 50 bytes|exceed 50"):
         for p in packets[1:]:
             small.decode(p)
     few = DistDecoder(ME, max_sequences=2)
@@ -222,3 +224,32 @@ def test_fragment_errors_and_bounds() -> None:
 def test_malformed_packets_raise_decode_errors(packet: bytes) -> None:
     with pytest.raises(ETFDecodeError):
         DistDecoder(ME).decode(packet)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(MESSAGES), st.sampled_from([0, BEAMLET_FLAGS]), st.data())
+def test_fuzz_packets_only_raise_decode_errors(
+    msg: tuple[c.Control, Any], flags: int, data: st.DataObject
+) -> None:
+    ctl, payload = msg
+    enc = DistEncoder(ME, flags, fragment_size=8)
+    packets = [
+        bytearray(p) for p in (enc.encode(ctl, payload) if ctl.HAS_PAYLOAD else enc.encode(ctl))
+    ]
+    k = data.draw(st.integers(0, len(packets) - 1))
+    blob = packets[k]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, max(0, len(blob) - 1)))
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if op == "flip" and blob:
+            blob[i] = data.draw(st.integers(0, 255))
+        elif op == "cut":
+            del blob[i:]
+        else:
+            blob[i:i] = data.draw(st.binary(min_size=1, max_size=4))
+    dec = DistDecoder(ME)
+    for p in packets:
+        try:
+            dec.decode(bytes(p))
+        except ETFDecodeError:
+            pass

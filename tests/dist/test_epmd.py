@@ -93,8 +93,8 @@ def test_real_erl_registers_with_the_builtin_server(
     otp: str, builtin_epmd: EPMDServer, erl_nodes: Callable[..., ErlNode]
 ) -> None:
     code = (
-        "{ok, Names} = net_adm:names(), io:format(\"names ~p~n\", [lists:sort(Names)]),"
-        "{port, P, 6} = erl_epmd:port_please(\"other\", \"127.0.0.1\"), io:format(\"port ~p~n\", [P])."
+        '{ok, Names} = net_adm:names(), io:format("names ~p~n", [lists:sort(Names)]),'
+        '{port, P, 6} = erl_epmd:port_please("other", "127.0.0.1"), io:format("port ~p~n", [P]).'
     )
     other = erl_nodes(otp, "other@127.0.0.1", "c", builtin_epmd.port, "ok.")
     wait_until(lambda: "other" in builtin_epmd.registered(), 20, "erl to register")

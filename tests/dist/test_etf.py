@@ -321,7 +321,8 @@ def test_fuzz_mutated_encodings_only_raise_decode_error(term: Any, data: st.Data
 
 
 @pytest.mark.slow
-@settings(max_examples=20_000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@pytest.mark.timeout(900)
+@settings(max_examples=5_000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(terms, st.data())
 def test_fuzz_mutated_encodings_long_run(term: Any, data: st.DataObject) -> None:
     _mutate_and_decode(term, data)

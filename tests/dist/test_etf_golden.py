@@ -165,9 +165,9 @@ def _ids(params: list[tuple[Any, ...]]) -> list[str]:
 
 def test_every_vector_has_an_expectation() -> None:
     names = {name for _, _, name, _, _ in VECTORS}
-    missing = names - set(EXPECTED) - COLLIDING - DYNAMIC - {
-        n for n in names if n.startswith("reject_")
-    }
+    missing = (
+        names - set(EXPECTED) - COLLIDING - DYNAMIC - {n for n in names if n.startswith("reject_")}
+    )
     assert not missing
 
 

@@ -7,6 +7,8 @@ import hashlib
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beamlet.dist.handshake import (
     BEAMLET_FLAGS,
@@ -149,7 +151,7 @@ def test_simultaneous_connect_rule() -> None:
 def test_refusal_status_reaches_the_initiator(status: str) -> None:
     a = Initiator("a@h", "c", 1)
     b = Acceptor("b@h", "c", 2, status=lambda name, flags, creation: status)
-    a_events, b_events = _run(a, b)
+    _run(a, b)
     assert isinstance(b.result, Failed) and b.result.status == status
     assert isinstance(a.result, Failed) and a.result.reason == "status"
     assert a.result.status == status
@@ -208,3 +210,17 @@ def test_garbage_fails_without_raising(garbage: bytes) -> None:
     events = b.receive(garbage)
     if events:
         assert isinstance(events[-1], Failed)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200), st.booleans())
+def test_fuzz_handshake_never_raises(data: bytes, initiator: bool) -> None:
+    machine: Initiator | Acceptor
+    if initiator:
+        machine = Initiator("a@h", "c", 1)
+        machine.start()
+    else:
+        machine = Acceptor("b@h", "c", 2)
+    events = machine.receive(data)
+    assert all(isinstance(e, (Send, Failed, Complete)) for e in events)
+    assert not any(isinstance(e, Complete) for e in events)  # no cookie, no entry

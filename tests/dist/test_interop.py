@@ -59,7 +59,9 @@ class Connection:
             raise AssertionError("timed out waiting for the peer") from None
         return data
 
-    def handshake(self, machine: Initiator | Acceptor, first: list[Any], timeout: float = 10) -> Complete:
+    def handshake(
+        self, machine: Initiator | Acceptor, first: list[Any], timeout: float = 10
+    ) -> Complete:
         deadline = time.monotonic() + timeout
         events = first
         while True:
@@ -151,18 +153,14 @@ def test_connect_to_erl_as_hidden_node_and_exchange_messages(
         # REG_SEND to a registered Erlang process that replies to our pid.
         me = Pid(1, 0)
         conn.send(c.RegSend(me, Atom("echo")), (me, [1, 2.5, b"bin", {Atom("k"): "v"}]))
-        ctl, payload = conn.receive_until(
-            lambda ctl, _: isinstance(ctl, (c.Send, c.SendSender))
-        )
+        ctl, payload = conn.receive_until(lambda ctl, _: isinstance(ctl, (c.Send, c.SendSender)))
         assert ctl.to_pid == me  # decoded back as *our* local pid
         assert conn.decoder.atom_cache.size > 0  # erts used the atom cache
         assert payload == (Atom("echo"), [1, 2.5, b"bin", {Atom("k"): b"v"}])
         # a large message comes back in fragments and is reassembled
         big = bytes(range(256)) * 4096
         conn.send(c.RegSend(me, Atom("echo")), (me, big))
-        ctl, payload = conn.receive_until(
-            lambda ctl, _: isinstance(ctl, (c.Send, c.SendSender))
-        )
+        ctl, payload = conn.receive_until(lambda ctl, _: isinstance(ctl, (c.Send, c.SendSender)))
         assert payload == (Atom("echo"), big)
         assert conn.decoder.fragmented_messages >= 1  # it did come in fragments
     finally:
@@ -177,7 +175,9 @@ def test_connecting_with_the_wrong_cookie_is_refused(
     node.expect("ready")
     info = epmd_client.port_please("erl", epmd_port=builtin_epmd.port)
     assert info is not None
-    conn = Connection(socket.create_connection(("127.0.0.1", info.port), 5), ETFContext(Atom(PY), 1))
+    conn = Connection(
+        socket.create_connection(("127.0.0.1", info.port), 5), ETFContext(Atom(PY), 1)
+    )
     try:
         a = Initiator(PY, "wrong", 1, peer_name=ERL, hidden=True)
         with pytest.raises(HandshakeRefused, match="closed the connection"):
@@ -198,7 +198,9 @@ end.
 """
 
 
-def _accept_one(listener: socket.socket, ctx: ETFContext, cookie: str, timeout: float = 20) -> tuple[Connection, Acceptor]:
+def _accept_one(
+    listener: socket.socket, ctx: ETFContext, cookie: str, timeout: float = 20
+) -> tuple[Connection, Acceptor]:
     listener.settimeout(timeout)
     sock, _ = listener.accept()
     conn = Connection(sock, ctx)
@@ -221,7 +223,7 @@ def test_erl_pings_us_and_gets_pong(
                 done = conn.handshake(b, [])
                 assert done.peer_name == ERL
                 # net_adm:ping is a gen_server call to our net_kernel
-                ctl, payload = conn.receive_until(
+                _, payload = conn.receive_until(
                     lambda ctl, _: isinstance(ctl, c.RegSend) and ctl.to_name == "net_kernel"
                 )
                 label, (from_pid, tag), request = payload
@@ -236,7 +238,7 @@ def test_erl_pings_us_and_gets_pong(
                 else:
                     conn.send(c.SendSender(me, from_pid), (tag, Atom("yes")))
                 assert node.expect("ping ") == "ping pong"
-                ctl, payload = conn.receive_until(
+                _, payload = conn.receive_until(
                     lambda ctl, _: isinstance(ctl, c.RegSend) and ctl.to_name == "pyreceiver"
                 )
                 assert payload[0] == "from_erl" and Atom(PY) in payload[2]
@@ -264,9 +266,7 @@ def test_erl_with_the_wrong_cookie_is_refused_and_gets_pang(
             assert node.expect("ping ") == "ping pang"
 
 
-def test_connect_through_the_real_epmd(
-    real_epmd: int, erl_nodes: Callable[..., ErlNode]
-) -> None:
+def test_connect_through_the_real_epmd(real_epmd: int, erl_nodes: Callable[..., ErlNode]) -> None:
     node = erl_nodes("25", ERL, COOKIE, real_epmd, ECHO_NODE)
     node.expect("ready")
     info = wait_until(
@@ -277,7 +277,7 @@ def test_connect_through_the_real_epmd(
     try:
         a = Initiator(PY, COOKIE, ctx.creation, peer_name=ERL, hidden=True)
         assert conn.handshake(a, a.start()).peer_name == ERL
-        ctl, payload = conn.receive_until(lambda ctl, _: isinstance(ctl, c.RegSend))
+        _, payload = conn.receive_until(lambda ctl, _: isinstance(ctl, c.RegSend))
         assert payload[0] == "hello_from_erlang"
     finally:
         conn.close()

@@ -31,7 +31,7 @@ def _pair(cookie_b: str = "c") -> tuple[DistSession, DistSession, list[Any], lis
 
 
 def test_sessions_connect_and_exchange_messages() -> None:
-    a, b, a_events, b_events = _pair()
+    a, b, a_events, _ = _pair()
     assert a.connected and b.connected
     assert any(isinstance(e, Complete) for e in a_events)
     pid_on_b = Pid(5, 0)
@@ -56,7 +56,7 @@ def test_big_messages_travel_in_fragments() -> None:
 
 
 def test_wrong_cookie_closes_both_sides() -> None:
-    a, b, a_events, b_events = _pair(cookie_b="other")
+    a, b, _, _ = _pair(cookie_b="other")
     assert isinstance(b.closed, Failed) and b.closed.reason == "bad_cookie"
     assert not a.connected
 
@@ -92,13 +92,13 @@ def test_a_bad_term_loses_one_message_not_the_connection() -> None:
 
 
 def test_a_bad_atom_cache_header_is_fatal() -> None:
-    a, b, _, _ = _pair()
+    _, b, _, _ = _pair()
     events = b.receive(b"\x00\x00\x00\x04\x83D\x01\x08", 0.0)
     assert isinstance(events[0], BadMessage) and events[0].fatal
     assert isinstance(events[1], Failed) and not b.connected
 
 
 def test_an_oversized_frame_is_fatal() -> None:
-    a, b, _, _ = _pair()
+    _, b, _, _ = _pair()
     events = b.receive(b"\xff\xff\xff\xff", 0.0)
     assert isinstance(events[-1], Failed) and events[-1].reason == "protocol"

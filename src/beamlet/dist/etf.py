@@ -143,6 +143,9 @@ class ETFDecodeError(ValueError):
 # -- value types ---------------------------------------------------------------
 
 
+_NONODE: Final = Atom("nonode@nohost")
+
+
 @dataclass(frozen=True, slots=True)
 class ETFContext:
     """The local node as seen by the codec: its name and creation.
@@ -151,7 +154,7 @@ class ETFContext:
     ones that carry them become local again.
     """
 
-    node: Atom = Atom("nonode@nohost")
+    node: Atom = _NONODE
     creation: int = 0
 
 

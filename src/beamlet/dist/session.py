@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from beamlet.dist.control import (
-    NO_PAYLOAD,
     DEFAULT_MAX_MESSAGE,
     DEFAULT_MAX_SEQUENCES,
+    NO_PAYLOAD,
     Control,
     DistDecoder,
     DistEncoder,
