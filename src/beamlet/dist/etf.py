@@ -526,8 +526,7 @@ def _d_old_float(d: _Decoder, pos: int) -> tuple[Any, int]:
 
 
 def _d_small_tuple(d: _Decoder, pos: int) -> tuple[Any, int]:
-    n = d.buf[pos]
-    return _d_tuple_items(d, pos + 1, n)
+    return _d_tuple_items(d, pos + 1, d.buf[pos])
 
 
 def _d_large_tuple(d: _Decoder, pos: int) -> tuple[Any, int]:
@@ -547,11 +546,18 @@ def _d_tuple_items(d: _Decoder, pos: int, n: int) -> tuple[Any, int]:
     buf = d.buf
     size = d.size
     table = _DECODERS
+    atoms = _ATOM_CACHE
     for _ in range(n):
         tag = buf[pos]
         if tag == SMALL_INTEGER_EXT:
             append(buf[pos + 1])
             pos += 2
+        elif tag == SMALL_ATOM_UTF8_EXT and (end := pos + 2 + buf[pos + 1]) <= size:
+            v = atoms.get(buf[pos + 2 : end], atoms)
+            if v is atoms:
+                v, end = _d_small_atom_utf8(d, pos + 1)
+            append(v)
+            pos = end
         elif tag == INTEGER_EXT and pos + 5 <= size:
             append(_unpack_i32(buf, pos + 1)[0])
             pos += 5
@@ -585,11 +591,18 @@ def _d_list(d: _Decoder, pos: int) -> tuple[Any, int]:
     buf = d.buf
     size = d.size
     table = _DECODERS
+    atoms = _ATOM_CACHE
     for _ in range(n):
         tag = buf[pos]
         if tag == SMALL_INTEGER_EXT:
             append(buf[pos + 1])
             pos += 2
+        elif tag == SMALL_ATOM_UTF8_EXT and (end := pos + 2 + buf[pos + 1]) <= size:
+            v = atoms.get(buf[pos + 2 : end], atoms)
+            if v is atoms:
+                v, end = _d_small_atom_utf8(d, pos + 1)
+            append(v)
+            pos = end
         elif tag == INTEGER_EXT and pos + 5 <= size:
             append(_unpack_i32(buf, pos + 1)[0])
             pos += 5
@@ -1043,14 +1056,19 @@ def _e_tuple(e: _Encoder, t: tuple[Any, ...]) -> None:
     e.depth -= 1
 
 
-def _is_byte_list(t: Sequence[Any]) -> bool:
-    # Only exact ints (not bools, not IntEnums) make a STRING_EXT.
-    if not 0 < len(t) <= 0xFFFF:
-        return False
-    types = set(map(type, t))
-    if types != {int}:
-        return False
-    return 0 <= min(t) and max(t) <= 255
+def _byte_list(t: Sequence[Any]) -> bytes | None:
+    """The bytes of a list that must be a STRING_EXT, else None.
+
+    Only exact ints 0..255 qualify: a bool is an atom, an IntEnum is not
+    what ``term_to_binary`` would see either."""
+    if not 0 < len(t) <= 0xFFFF or type(t[0]) is not int:
+        return None
+    if set(map(type, t)) != {int}:
+        return None
+    try:
+        return bytes(t)
+    except ValueError:
+        return None
 
 
 def _e_list(e: _Encoder, t: list[Any] | FrozenList) -> None:
@@ -1059,9 +1077,10 @@ def _e_list(e: _Encoder, t: list[Any] | FrozenList) -> None:
     if n == 0:
         out.append(NIL_EXT)
         return
-    if _is_byte_list(t):
+    raw = _byte_list(t)
+    if raw is not None:
         out += _pack_b_u16(STRING_EXT, n)
-        out += bytes(t)
+        out += raw
         return
     out += _pack_b_u32(LIST_EXT, n)
     _e_items(e, t)
