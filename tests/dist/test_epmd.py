@@ -46,7 +46,7 @@ def test_bad_node_names_are_refused() -> None:
         epmd.parse_names_resp(b"\0\0\x11\x11garbage\n")
 
 
-@pytest.mark.parametrize("which", ["builtin", "real"])
+@pytest.mark.parametrize("which", ["builtin", pytest.param("real", marks=pytest.mark.interop)])
 def test_register_lookup_names_unregister(which: str, request: pytest.FixtureRequest) -> None:
     if which == "real":
         port = request.getfixturevalue("real_epmd")
