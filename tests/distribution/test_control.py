@@ -1,0 +1,255 @@
+"""Control messages and packets: every message type both ways, the
+distribution header with atom cache references, fragments (including the
+worked example of erl_ext_dist.md), and the bounds on reassembly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beamlet.dist import control as c
+from beamlet.dist.control import ControlDecodeError, DistDecoder, DistEncoder
+from beamlet.dist.etf import ETFContext, ETFDecodeError
+from beamlet.dist.handshake import BEAMLET_FLAGS, DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
+from beamlet.terms import Atom, Pid, Ref
+
+ME = ETFContext(Atom("py@h"), 3)
+P1 = Pid(1, 0)
+P2 = Pid(2, 0, Atom("erl@h"), 9)
+R = Ref((1, 2, 3), Atom("erl@h"), 9)
+TT = (Atom("token"), 1)
+
+MESSAGES: list[tuple[c.Control, Any]] = [
+    (c.Link(P1, P2), None),
+    (c.Send(P2), {Atom("hello"): [1, 2]}),
+    (c.Exit(P1, P2, Atom("normal")), None),
+    (c.Unlink(P1, P2), None),
+    (c.NodeLink(), None),
+    (c.RegSend(P1, Atom("rex")), (Atom("call"), b"x")),
+    (c.GroupLeader(P1, P2), None),
+    (c.Exit2(P1, P2, Atom("kill")), None),
+    (c.SendTT(P2, TT), Atom("m")),
+    (c.ExitTT(P1, P2, TT, Atom("r")), None),
+    (c.RegSendTT(P1, Atom("n"), TT), Atom("m")),
+    (c.Exit2TT(P1, P2, TT, Atom("r")), None),
+    (c.MonitorP(P1, P2, R), None),
+    (c.MonitorP(P1, Atom("registered_name"), R), None),
+    (c.DemonitorP(P1, P2, R), None),
+    (c.MonitorPExit(P2, P1, R, Atom("noproc")), None),
+    (c.SendSender(P1, P2), [1, 2, 3]),
+    (c.SendSenderTT(P1, P2, TT), 1),
+    (c.PayloadExit(P1, P2), (Atom("shutdown"), 1)),
+    (c.PayloadExitTT(P1, P2, TT), Atom("r")),
+    (c.PayloadExit2(P1, P2), Atom("kill")),
+    (c.PayloadExit2TT(P1, P2, TT), Atom("kill")),
+    (c.PayloadMonitorPExit(Atom("name"), P1, R), Atom("noconnection")),
+    (
+        c.SpawnRequest(R, P2, P2, (Atom("m"), Atom("f"), 2), [Atom("link")]),
+        [1, Atom("a")],
+    ),
+    (
+        c.SpawnRequestTT(R, P2, P2, (Atom("m"), Atom("f"), 0), [], TT),
+        [],
+    ),
+    (c.SpawnReply(R, P2, 3, P1), None),
+    (c.SpawnReply(R, P2, 0, Atom("badarg")), None),
+    (c.SpawnReplyTT(R, P2, 1, P1, TT), None),
+    (c.AliasSend(P1, R), Atom("hi")),
+    (c.AliasSendTT(P1, R, TT), Atom("hi")),
+    (c.UnlinkId(2**64 - 1, P1, P2), None),
+    (c.UnlinkIdAck(7, P2, P1), None),
+]
+
+
+@pytest.mark.parametrize("flags", [0, BEAMLET_FLAGS], ids=["pass-through", "dist-header"])
+@pytest.mark.parametrize(("ctl", "payload"), MESSAGES, ids=[type(m[0]).__name__ for m in MESSAGES])
+def test_every_control_message_round_trips(ctl: c.Control, payload: Any, flags: int) -> None:
+    enc = DistEncoder(ME, flags)
+    packets = enc.encode(ctl, payload) if ctl.HAS_PAYLOAD else enc.encode(ctl)
+    assert len(packets) == 1
+    assert packets[0][:1] == (b"\x83" if flags else b"p")
+    assert DistDecoder(ME).decode(packets[0]) == (ctl, payload)
+
+
+def test_pass_through_packet_layout() -> None:
+    (pkt,) = DistEncoder(ME, 0).encode(c.RegSend(P1, Atom("rex")), Atom("x"))
+    # 112, then two complete external terms
+    assert pkt == (
+        b"p\x83h\x04a\x06X\x77\x04py@h\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x03"
+        b"\x77\x00\x77\x03rex\x83\x77\x01x"
+    )
+
+
+def test_header_is_required_with_either_flag() -> None:
+    assert c.uses_dist_header(DFLAG_FRAGMENTS)
+    assert c.uses_dist_header(DFLAG_DIST_HDR_ATOM_CACHE)
+    assert not c.uses_dist_header(BEAMLET_FLAGS & ~(DFLAG_FRAGMENTS | DFLAG_DIST_HDR_ATOM_CACHE))
+
+
+def test_payload_presence_is_checked() -> None:
+    enc = DistEncoder(ME, BEAMLET_FLAGS)
+    with pytest.raises(ValueError, match="needs a payload"):
+        enc.encode(c.Send(P2))
+    with pytest.raises(ValueError, match="no payload"):
+        enc.encode(c.Link(P1, P2), 1)
+    dec = DistDecoder(ME)
+    (pkt,) = enc.encode(c.Send(P2), 1)
+    assert pkt.endswith(b"a\x01")
+    with pytest.raises(ControlDecodeError, match="without its payload"):
+        dec.decode(pkt[:-2])
+    with pytest.raises(ControlDecodeError, match="trailing"):
+        dec.decode(b"\x83D\x00h\x01a\x05j")
+
+
+def test_unknown_tags_are_kept_not_fatal() -> None:
+    dec = DistDecoder(ME)
+    ctl, payload = dec.decode(b"\x83D\x00h\x02a\x63a\x01a\x07")
+    assert ctl == c.UnknownControl((99, 1), True) and payload == 7
+    with pytest.raises(ControlDecodeError, match="Link needs 3"):
+        dec.decode(b"\x83D\x00h\x02a\x01a\x01")
+    with pytest.raises(ControlDecodeError, match="not a tuple"):
+        dec.decode(b"\x83D\x00a\x01")
+
+
+def _cache_packet() -> bytes:
+    """A header that stores 'a@host' at segment 4 index 10 and 'b@host' at
+    segment 0 index 5 (the two 'already cached' atoms of the spec example),
+    carrying NODE_LINK."""
+    flags = bytes([0x8C, 0x00])  # entry 0: new, seg 4; entry 1: new, seg 0; short atoms
+    refs = bytes([10, 6]) + b"a@host" + bytes([5, 6]) + b"b@host"
+    return b"\x83D\x02" + flags + refs + b"h\x01a\x05"
+
+
+def test_atom_cache_refs_in_the_header() -> None:
+    dec = DistDecoder(ME)
+    assert dec.decode(_cache_packet()) == (c.NodeLink(), None)
+    # reuse both cached atoms (not new), refer to them from the control term
+    pkt = b"\x83D\x02" + bytes([0x04, 0x00]) + bytes([10, 5]) + b"h\x04a\x06gR\x00"
+    pkt += bytes([0, 0, 0, 1, 0, 0, 0, 0, 1]) + b"R\x01R\x01" + b"\x77\x01x"
+    ctl, payload = dec.decode(pkt)
+    assert ctl == c.RegSend(Pid(1, 0, Atom("a@host"), 1), Atom("b@host"))
+    assert payload == Atom("x")
+
+
+def test_long_atoms_flag_and_special_atoms_through_the_cache() -> None:
+    dec = DistDecoder(ME)
+    # one new entry with the LongAtoms bit (the extra half byte, high nibble)
+    pkt = b"\x83D\x01" + bytes([0x18]) + bytes([3, 0, 4]) + b"true" + b"h\x02a\x63R\x00"
+    ctl, _ = dec.decode(pkt)
+    assert ctl == c.UnknownControl((99, True))
+
+
+def test_reference_to_an_empty_cache_slot_is_an_error() -> None:
+    with pytest.raises(ControlDecodeError, match="empty slot"):
+        DistDecoder(ME).decode(b"\x83D\x01\x00\x07h\x01R\x00")
+
+
+# The worked example of erl_ext_dist.md, "Distribution Header for fragmented
+# messages": {call, <0.245.2>, {set_get_state, <<0:1024>>}} sent to 'reg'.
+SPEC_FIRST = bytes(
+    [131, 69, 0, 0, 2, 168, 0, 0, 5, 83, 0, 0, 0, 0, 0, 0, 0, 2,
+     5, 4, 137, 9, 10, 5, 236, 3, 114, 101, 103, 9, 4, 99, 97, 108, 108,
+     238, 13, 115, 101, 116, 95, 103, 101, 116, 95, 115, 116, 97, 116, 101,
+     104, 4, 97, 6, 103, 82, 0, 0, 0, 0, 85, 0, 0, 0, 0, 2, 82, 1, 82, 2,
+     104, 3, 82, 3, 103, 82, 0, 0, 0, 0, 245, 0, 0, 0, 2, 2,
+     104, 2, 82, 4, 109, 0, 0, 0, 128]
+) + bytes(103)  # fmt: skip
+SPEC_SECOND = bytes([131, 70, 0, 0, 2, 168, 0, 0, 5, 83, 0, 0, 0, 0, 0, 0, 0, 1]) + bytes(25)
+
+
+def test_the_fragmented_example_of_the_spec() -> None:
+    dec = DistDecoder(ME)
+    dec.decode(_cache_packet())
+    assert dec.decode(SPEC_FIRST) is None
+    assert dec.pending_fragments == 1
+    ctl, payload = dec.decode(SPEC_SECOND)
+    assert dec.pending_fragments == 0
+    a = Atom("a@host")
+    assert ctl == c.RegSend(Pid(85, 0, a, 2), Atom("reg"))
+    assert payload == (Atom("call"), Pid(245, 2, a, 2), (Atom("set_get_state"), bytes(128)))
+
+
+def test_fragments_round_trip_and_interleave() -> None:
+    enc = DistEncoder(ME, BEAMLET_FLAGS, fragment_size=100)
+    big = bytes(range(256)) * 10
+    first = enc.encode(c.SendSender(P1, P2), big)
+    second = enc.encode(c.RegSend(P1, Atom("n")), [big, big])
+    assert len(first) == 26 and len(second) > 26
+    dec = DistDecoder(ME)
+    results = []
+    # interleave the two sequences, and a small message in between
+    for a, b in zip(first, second, strict=False):
+        results += [dec.decode(a), dec.decode(b)]
+    results.append(dec.decode(enc.encode(c.Link(P1, P2))[0]))
+    for b in second[len(first) :]:
+        results.append(dec.decode(b))
+    done = [r for r in results if r is not None]
+    assert done == [
+        (c.SendSender(P1, P2), big),
+        (c.Link(P1, P2), None),
+        (c.RegSend(P1, Atom("n")), [big, big]),
+    ]
+    assert dec.pending_fragments == 0
+
+
+def test_fragment_errors_and_bounds() -> None:
+    enc = DistEncoder(ME, BEAMLET_FLAGS, fragment_size=10)
+    packets = enc.encode(c.Send(P2), b"x" * 100)
+    dec = DistDecoder(ME)
+    with pytest.raises(ControlDecodeError, match="unknown sequence"):
+        dec.decode(packets[1])
+    dec.decode(packets[0])
+    with pytest.raises(ControlDecodeError, match="expected"):
+        dec.decode(packets[2])
+    assert dec.pending_fragments == 0  # the broken sequence is dropped
+    small = DistDecoder(ME, max_message=50)
+    small.decode(packets[0])
+    with pytest.raises(ControlDecodeError, match=r"over 50 bytes|exceed 50"):
+        for p in packets[1:]:
+            small.decode(p)
+    few = DistDecoder(ME, max_sequences=2)
+    for _ in range(2):
+        few.decode(enc.encode(c.Send(P2), b"y" * 100)[0])
+    with pytest.raises(ControlDecodeError, match="pending"):
+        few.decode(enc.encode(c.Send(P2), b"y" * 100)[0])
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [b"", b"\x00", b"\x83", b"\x83\x99", b"\x83E\x00", b"p", b"p\x83", b"\x83D\x05\x00"],
+)
+def test_malformed_packets_raise_decode_errors(packet: bytes) -> None:
+    with pytest.raises(ETFDecodeError):
+        DistDecoder(ME).decode(packet)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(MESSAGES), st.sampled_from([0, BEAMLET_FLAGS]), st.data())
+def test_fuzz_packets_only_raise_decode_errors(
+    msg: tuple[c.Control, Any], flags: int, data: st.DataObject
+) -> None:
+    ctl, payload = msg
+    enc = DistEncoder(ME, flags, fragment_size=8)
+    packets = [
+        bytearray(p) for p in (enc.encode(ctl, payload) if ctl.HAS_PAYLOAD else enc.encode(ctl))
+    ]
+    k = data.draw(st.integers(0, len(packets) - 1))
+    blob = packets[k]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, max(0, len(blob) - 1)))
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if op == "flip" and blob:
+            blob[i] = data.draw(st.integers(0, 255))
+        elif op == "cut":
+            del blob[i:]
+        else:
+            blob[i:i] = data.draw(st.binary(min_size=1, max_size=4))
+    dec = DistDecoder(ME)
+    for p in packets:
+        try:
+            dec.decode(bytes(p))
+        except ETFDecodeError:
+            pass
