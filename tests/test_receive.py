@@ -188,3 +188,22 @@ def test_a_fresh_ref_reply_is_found_when_signals_were_pending_at_make_ref():
 def test_receive_outside_a_process_raises():
     with pytest.raises(RuntimeError):
         receive().send(None)
+
+
+def test_a_monitor_by_name_reports_the_name_in_down():
+    async def named():
+        beamlet.register("svc", beamlet.self())
+        await receive("stop")
+
+    async def main():
+        pid = spawn(named)
+        while beamlet.whereis("svc") is None:
+            await beamlet.sleep(0)
+        ref = beamlet.monitor("svc")
+        send(pid, "stop")
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        gone = beamlet.monitor("svc")
+        again = await receive(Down(gone, ANY, ANY), timeout=30)
+        return down.pid, down.reason, again.pid, again.reason
+
+    assert run(main) == ("svc", "normal", "svc", "noproc")

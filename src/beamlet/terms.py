@@ -64,6 +64,18 @@ class Pid:
     def is_local(self) -> bool:
         return self.node is None
 
+    # A local pid is numbered by the kernel with one unbounded int (``id``,
+    # ``serial`` 0). On the wire it becomes Erlang's two words: the low 28 bits
+    # (Erlang's pid number size) and the rest, so any peer accepts it.
+    def wire_words(self) -> tuple[int, int]:
+        """(ID, Serial) words of NEW_PID_EXT for this local pid."""
+        return self.id & 0x0FFFFFFF, (self.id >> 28) & 0xFFFFFFFF
+
+    @classmethod
+    def from_wire(cls, id_word: int, serial: int) -> Pid:
+        """The local pid whose NEW_PID_EXT words are these."""
+        return cls((id_word & 0x0FFFFFFF) | (serial << 28))
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not Pid:
             return NotImplemented

@@ -33,7 +33,7 @@ NODES = st.sampled_from([Atom("a@h"), Atom("b@127.0.0.1"), Atom("\u00fc@h\u00f6s
 
 atoms = st.text(max_size=255).filter(lambda s: s not in ("true", "false", "undefined")).map(Atom)
 pids = st.one_of(
-    st.builds(Pid, U32, U32),
+    st.builds(Pid, st.integers(0, 2**60)),  # local: the kernel's one number
     st.builds(Pid, U32, U32, NODES, U32),
 )
 refs = st.one_of(
@@ -137,7 +137,7 @@ def test_byte_lists_use_string_ext_like_term_to_binary() -> None:
 def test_local_identity_follows_the_context() -> None:
     me = ETFContext(Atom("py@127.0.0.1"), 1234)
     other = ETFContext(Atom("erl@127.0.0.1"), 99)
-    local = Pid(7, 3)
+    local = Pid(7 + (3 << 28))  # on the wire: ID 7, Serial 3
     data = encode((local, Ref((1, 2, 3)), Port(5)), me)
     assert b"py@127.0.0.1" in data
     assert decode(data, me) == (local, Ref((1, 2, 3)), Port(5))
@@ -151,8 +151,16 @@ def test_local_identity_follows_the_context() -> None:
     assert decode(encode(old, me), me) == old
 
 
-def test_pid_ids_are_masked_to_32_bits_not_rejected() -> None:
-    assert decode(encode(Pid(2**32 + 5, 2**40))) == Pid(5, 0)
+def test_local_pid_numbers_of_any_size_survive_the_wire_words() -> None:
+    for n in (0, 5, 2**28 - 1, 2**28, 2**32 + 5, 2**59 + 12345):
+        assert decode(encode(Pid(n))) == Pid(n)
+        assert Pid.from_wire(*Pid(n).wire_words()) == Pid(n)
+    assert Pid(2**28 + 5).wire_words() == (5, 1)
+
+
+def test_remote_pid_words_are_masked_to_32_bits_not_rejected() -> None:
+    node = Atom("erl@127.0.0.1")
+    assert decode(encode(Pid(2**32 + 5, 2**40, node, 1))) == Pid(5, 0, node, 1)
 
 
 def test_unsupported_types_raise_type_error_naming_the_type() -> None:

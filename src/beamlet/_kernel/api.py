@@ -139,8 +139,14 @@ def _resolve(rt: Runtime, dest: Any) -> Pid:
         name, node = dest
         if node is None or node == rt.local_node():
             return _resolve(rt, name)
-        raise BadArg(f"cannot reach {dest!r}: this node is not distributed")
-    raise BadArg(f"not a pid or a registered name: {dest!r}")
+        raise _Remote(name, node)
+    raise BadArg(f"not a pid, a registered name or a (name, node) pair: {dest!r}")
+
+
+class _Remote(Exception):
+    def __init__(self, name: Any, node: Any) -> None:
+        self.name = name
+        self.node = node
 
 
 def send(dest: Any, msg: Any) -> Any:
@@ -152,8 +158,15 @@ def send(dest: Any, msg: Any) -> Any:
     rt = R._current_runtime
     if rt is None:
         raise RuntimeError("send() needs a running beamlet runtime")
-    pid = dest if type(dest) is Pid else _resolve(rt, dest)
     item = msg if type(msg) in _leaves else copy_message(msg)
+    if type(dest) is Pid:
+        pid = dest
+    else:
+        try:
+            pid = _resolve(rt, dest)
+        except _Remote as r:
+            rt.remote_named(r.name, r.node, item, current_process_or_none())
+            return msg
     if pid.node is None:
         # Runtime.deliver's path to a waiting process, inlined: the hot path.
         # (``with`` and a C-level append: see Runtime.deliver.)
@@ -427,6 +440,14 @@ def monitor(target: Any) -> Ref:
         proc.monitors[ref] = target
         rt.deliver(target, Sig(P.SIG_MONITOR, proc.pid, ref), proc)
         return ref
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
+        name, node = target
+        if node is None or node == rt.local_node():
+            target = name
+        else:
+            proc.monitors[ref] = (name, node)
+            rt.remote_named(name, node, Sig(P.SIG_MONITOR, proc.pid, ref, (name, node)), proc)
+            return ref
     if isinstance(target, str):
         pid = rt.names.get(target)
         proc.monitors[ref] = pid if pid is not None else target
@@ -435,7 +456,7 @@ def monitor(target: Any) -> Ref:
         else:
             rt.deliver(pid, Sig(P.SIG_MONITOR, proc.pid, ref, target), proc)
         return ref
-    raise BadArg(f"monitor needs a pid or a registered name, got {target!r}")
+    raise BadArg(f"monitor needs a pid, a registered name or (name, node), got {target!r}")
 
 
 def demonitor(ref: Ref, flush: bool = False) -> bool:
@@ -448,6 +469,10 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     target = proc.monitors.pop(ref, None) if proc.monitors else None
     if type(target) is Pid:
         current_runtime().deliver(target, Sig(P.SIG_DEMONITOR, proc.pid, ref), proc)
+    elif type(target) is tuple:
+        current_runtime().remote_named(
+            target[0], target[1], Sig(P.SIG_DEMONITOR, proc.pid, ref), proc
+        )
     # A DOWN signal still in the inbox is dropped when drained (the monitor is
     # gone); flush removes one that was already queued.
     if flush and proc.queue is not None:
@@ -545,6 +570,11 @@ def registered() -> list[str]:
 
 
 # ---------------------------------------------------------------------- introspection
+
+
+def node() -> Atom:
+    """The name of this node (``nonode@nohost`` unless distribution is started)."""
+    return current_runtime().local_node()
 
 
 def is_alive(pid: Pid) -> bool:
@@ -727,6 +757,7 @@ __all__ = [
     "link",
     "make_ref",
     "monitor",
+    "node",
     "process_flag",
     "process_info",
     "processes",

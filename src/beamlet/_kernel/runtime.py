@@ -328,7 +328,11 @@ class Runtime:
         self.next_ref = counter(1)
         self.send_timers: dict[Ref, tuple[Timer, Any]] = {}
         self.send_timers_lock = threading.Lock()
+        # Distribution hooks (installed by beamlet.dist; see docs/distribution.md):
+        # remote(pid, item, sender) carries a message or Sig to a remote pid;
+        # remote_named(name, node, item, sender) to a name on another node.
         self.remote: Callable[[Pid, Any, Any], None] = self._no_distribution
+        self.remote_named: Callable[[Any, Any, Any, Any], None] = self._no_distribution_named
         self.main_pid: Pid | None = None
         self.main_done = threading.Event()
         self.main_outcome: tuple[bool, Any] = (False, None)
@@ -643,6 +647,10 @@ class Runtime:
     def _no_distribution(self, pid: Pid, item: Any, sender: Process | None) -> None:
         self.answer_dead(pid, item, NOCONNECTION)
 
+    def _no_distribution_named(self, name: Any, node: Any, item: Any, sender: Any) -> None:
+        if type(item) is Sig and item.kind == _SIG_MONITOR:
+            self.deliver(item.sender, Sig(_SIG_DOWN, (name, node), item.a, NOCONNECTION))
+
     def wake_timeout(self, timer: Timer) -> None:
         """Timer callback for receive/sleep: wake the process if it still waits."""
         proc: Process = timer.arg
@@ -717,7 +725,8 @@ class Runtime:
             elif kind == _SIG_MONITOR:
                 if proc.monitored_by is None:
                     proc.monitored_by = {}
-                proc.monitored_by[it.a] = it.sender
+                # A monitor by name remembers the name, to report it in DOWN.
+                proc.monitored_by[it.a] = it.sender if it.b is None else (it.sender, it.b)
             elif kind == _SIG_DEMONITOR:
                 if proc.monitored_by is not None:
                     proc.monitored_by.pop(it.a, None)
@@ -777,11 +786,16 @@ class Runtime:
                 self.deliver(other, Sig(_SIG_EXIT, pid, reason, True))
         if proc.monitored_by:
             for ref, watcher in list(proc.monitored_by.items()):
-                self.deliver(watcher, Sig(_SIG_DOWN, pid, ref, reason))
+                if type(watcher) is tuple:
+                    self.deliver(watcher[0], Sig(_SIG_DOWN, watcher[1], ref, reason))
+                else:
+                    self.deliver(watcher, Sig(_SIG_DOWN, pid, ref, reason))
         if proc.monitors:
             for ref, target in list(proc.monitors.items()):
                 if type(target) is Pid:
                     self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
+                elif type(target) is tuple:
+                    self.remote_named(target[0], target[1], Sig(_SIG_DEMONITOR, pid, ref), proc)
         if proc.name is not None:
             with self.names_lock:
                 if self.names.get(proc.name) == pid:

@@ -405,7 +405,7 @@ class _Decoder:
 
     def local_pid(self, node: Atom, id: int, serial: int, creation: int) -> Pid:
         if node == self.node and creation == self.creation:
-            return Pid(id, serial)
+            return Pid.from_wire(id, serial)
         return Pid(id, serial, node, creation)
 
 
@@ -1134,8 +1134,11 @@ def _e_pid(e: _Encoder, t: Pid) -> None:
     out = e.out
     out.append(NEW_PID_EXT)
     out += e.node_of(t.node)
-    creation = e.creation if t.node is None else t.creation & _MASK32
-    out += _pack_u32x3(t.id & _MASK32, t.serial & _MASK32, creation)
+    if t.node is None:
+        id_word, serial = t.wire_words()
+        out += _pack_u32x3(id_word, serial, e.creation)
+    else:
+        out += _pack_u32x3(t.id & _MASK32, t.serial & _MASK32, t.creation & _MASK32)
 
 
 def _e_ref(e: _Encoder, t: Ref) -> None:
