@@ -1,0 +1,1 @@
+"""beamlet's benchmark suite: ``python -m benchmarks`` (see README.md here)."""

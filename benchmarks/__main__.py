@@ -1,0 +1,250 @@
+"""python -m benchmarks: beamlet side by side with asyncio, gevent and Erlang.
+
+Every (workload, runtime) pair runs in a fresh OS process. Results: a table on
+stdout, and with --json FILE the raw numbers. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suite import HIGHER, WORKLOADS, Workload, erlang_workload, module_of
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY_RUNTIMES = ("beamlet", "asyncio", "gevent")
+
+
+def erl_binaries() -> dict[str, str]:
+    found: dict[str, str] = {}
+    erl = shutil.which("erl")
+    if erl:
+        found["erlang"] = erl
+    script = ROOT.parent / "shared" / "tools" / "otp28.sh"
+    erl28 = os.environ.get("ERL28")
+    if not erl28 and script.exists():
+        try:
+            erl28 = subprocess.run(
+                ["bash", str(script)], capture_output=True, text=True, timeout=300, check=True
+            ).stdout.strip()
+        except (subprocess.SubprocessError, OSError):
+            erl28 = None
+    if erl28 and Path(erl28).exists():
+        found["erlang28"] = erl28
+    return found
+
+
+def otp_release(erl: str) -> str:
+    try:
+        out = subprocess.run(
+            [
+                erl,
+                "-noshell",
+                "-eval",
+                'io:format("~s", [erlang:system_info(otp_release)]), halt().',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout.strip() or "?"
+    except (subprocess.SubprocessError, OSError):
+        return "?"
+
+
+def compile_erlang() -> Path | None:
+    """bench.erl compiled by OTP 25's erlc (OTP 28 loads it), cached by content."""
+    erlc = shutil.which("erlc")
+    if not erlc:
+        return None
+    src = HERE / "erlang" / "bench.erl"
+    digest = hashlib.sha1(src.read_bytes()).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / f"beamlet-bench-erl-{digest}"
+    if not (out / "bench.beam").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run([erlc, "-o", str(out), str(src)], check=True, capture_output=True)
+    return out
+
+
+def run_one(
+    w: Workload, runtime: str, args: tuple[int, ...], erls: dict[str, str], beams: Path | None
+) -> dict[str, Any]:
+    if runtime in PY_RUNTIMES:
+        fn = w.functions.get(runtime, runtime)
+        cmd = [sys.executable, "-m", "benchmarks.child", module_of(w), fn, json.dumps(list(args))]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    else:
+        erl = erls.get(runtime)
+        if erl is None or beams is None:
+            return {"error": "not installed"}
+        cmd = [
+            erl,
+            *w.erlang_flags,
+            "-noshell",
+            "-pa",
+            str(beams),
+            "-run",
+            "bench",
+            "main",
+            erlang_workload(w),
+            *map(str, args),
+        ]
+        env = dict(os.environ)
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=w.timeout, env=env, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {w.timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"exit {proc.returncode}: {tail[0][:120]}"}
+    data = json.loads(lines[-1])
+    if "metrics" not in data:  # Erlang prints the metrics directly
+        data = {"metrics": data, "note": None}
+    return data
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "n/a"
+    if v == float("inf"):
+        return "starved"
+    if abs(v) >= 10_000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}" if abs(v) >= 0.01 else f"{v:.2g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--only", help="comma-separated workloads (default: all)")
+    ap.add_argument("--group", help="kernel or preemption")
+    ap.add_argument("--runtimes", help="comma-separated: beamlet,asyncio,gevent,erlang,erlang28")
+    ap.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per pair; the median is reported")
+    ap.add_argument("--json", help="write the results to this file")
+    opts = ap.parse_args(argv)
+
+    selected = [
+        w
+        for w in WORKLOADS
+        if (not opts.only or w.name in opts.only.split(","))
+        and (not opts.group or w.group == opts.group)
+    ]
+    if opts.only:
+        unknown = set(opts.only.split(",")) - {w.name for w in WORKLOADS}
+        if unknown:
+            ap.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    wanted = opts.runtimes.split(",") if opts.runtimes else None
+    erls = erl_binaries() if (wanted is None or any(r.startswith("erlang") for r in wanted)) else {}
+    beams = compile_erlang() if erls else None
+    runtimes = ["beamlet", "asyncio", "gevent", "erlang", "erlang28"]
+    if wanted:
+        runtimes = [r for r in runtimes if r in wanted]
+
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    )
+    for name, erl in erls.items():
+        print(f"{name}: OTP {otp_release(erl)} ({erl}), default schedulers (one per core)")
+    print(f"sizes: {'quick' if opts.quick else 'full'}; repeat {opts.repeat} (median)")
+    print()
+
+    results: list[dict[str, Any]] = []
+    for w in selected:
+        args = w.quick if opts.quick else w.args
+        row: dict[str, Any] = {
+            "workload": w.name,
+            "title": w.title,
+            "args": list(args),
+            "runtimes": {},
+        }
+        for rt in runtimes:
+            if rt not in w.runtimes and not (rt == "erlang28" and "erlang" in w.runtimes):
+                continue
+            runs = [run_one(w, rt, args, erls, beams) for _ in range(opts.repeat)]
+            ok = [r for r in runs if "metrics" in r]
+            if not ok:
+                row["runtimes"][rt] = {"error": runs[0].get("error")}
+                continue
+            merged: dict[str, Any] = {}
+            for m in w.metrics:
+                vals = [r["metrics"].get(m.name) for r in ok]
+                nums = [float(v) for v in vals if v is not None]
+                if nums:
+                    merged[m.name] = statistics.median(nums)
+                    if len(nums) > 1:
+                        merged[m.name + "_spread"] = [min(nums), max(nums)]
+            row["runtimes"][rt] = {"metrics": merged, "note": ok[0].get("note")}
+        results.append(row)
+        print_row(w, row, runtimes)
+
+    print()
+    print(
+        "ratio = other / beamlet for lower-is-better metrics (2.0x: beamlet takes half the time),"
+    )
+    print("beamlet / other for higher-is-better ones; > 1 means beamlet is better. 'target' is the")
+    print("issue's figure for beamlet. asyncio/gevent 'starved': their pinger never ran again.")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps({"results": results}, indent=2))
+    return 0
+
+
+def print_row(w: Workload, row: dict[str, Any], runtimes: list[str]) -> None:
+    cols = [rt for rt in runtimes if rt in row["runtimes"]]
+    print(f"== {w.name}: {w.title} (args {row['args']})")
+    header = (
+        f"   {'metric':<18}"
+        + "".join(f"{rt:>12}" for rt in cols)
+        + f"{'target':>9}  ratios vs beamlet"
+    )
+    print(header)
+    for m in w.metrics:
+        vals = {}
+        line = f"   {m.name + ' (' + m.unit + ')':<18}"
+        for rt in cols:
+            r = row["runtimes"][rt]
+            v = r.get("metrics", {}).get(m.name) if "metrics" in r else None
+            vals[rt] = v
+            line += f"{(fmt(v) if 'metrics' in r else 'n/a'):>12}"
+        line += f"{fmt(m.target) if m.target is not None else '':>9}  "
+        b = vals.get("beamlet")
+        ratios = []
+        for rt in cols:
+            v = vals.get(rt)
+            if rt == "beamlet" or b in (None, 0) or v is None:
+                continue
+            if v == float("inf"):
+                ratios.append(f"{rt} starved")
+                continue
+            r = (b / v) if m.better == HIGHER else (v / b)
+            ratios.append(f"{rt} {r:.2f}x")
+        print(line + ", ".join(ratios))
+    for rt in cols:
+        r = row["runtimes"][rt]
+        if "error" in r:
+            print(f"   {rt}: n/a ({r['error']})")
+        elif r.get("note"):
+            print(f"   {rt}: {r['note']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

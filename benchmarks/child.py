@@ -1,0 +1,25 @@
+"""Runs one (workload, runtime) in this fresh process; prints one JSON line."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+
+
+def main() -> None:
+    workload, runtime, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    module = importlib.import_module(f"benchmarks.workloads.{workload}")
+    fn = getattr(module, runtime)
+    metrics = fn(*args)
+    note = metrics.pop("note", None) if isinstance(metrics, dict) else None
+    clean = {
+        k: (v if not (isinstance(v, float) and math.isinf(v)) else "inf")
+        for k, v in metrics.items()
+    }
+    print(json.dumps({"metrics": clean, "note": note}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

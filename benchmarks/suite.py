@@ -1,0 +1,156 @@
+"""The workloads of the suite: sizes, metrics, targets, and how each runtime runs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LOWER = "lower"
+HIGHER = "higher"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    better: str = LOWER
+    target: float | None = None  # beamlet's target from the issues, if any
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    args: tuple[int, ...]  # full size
+    quick: tuple[int, ...]  # --quick size
+    metrics: tuple[Metric, ...]
+    runtimes: tuple[str, ...] = ("beamlet", "asyncio", "gevent", "erlang")
+    # Python function per runtime when it differs from the runtime's name
+    functions: dict[str, str] = field(default_factory=dict)
+    erlang_flags: tuple[str, ...] = ()
+    timeout: float = 300.0
+    group: str = "kernel"
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "spawn",
+        "spawn 1M processes blocked in receive",
+        (1_000_000,),
+        (20_000,),
+        (
+            Metric("us_per_spawn", "µs", target=3.0),
+            Metric("bytes_per_proc", "B", target=1200.0),
+        ),
+        erlang_flags=("+P", "2000000"),
+    ),
+    Workload(
+        "ring",
+        "ring of 10k processes x 100 rounds",
+        (10_000, 100),
+        (1_000, 10),
+        (Metric("us_per_hop", "µs", target=0.8),),
+    ),
+    Workload(
+        "pingpong",
+        "ping-pong round trips",
+        (200_000,),
+        (10_000,),
+        (Metric("us_per_roundtrip", "µs", target=1.5),),
+    ),
+    Workload(
+        "fanin",
+        "fan-in 1000 senders x 1000 messages → 1",
+        (1000, 1000),
+        (100, 100),
+        (Metric("msgs_per_s", "msg/s", HIGHER),),
+    ),
+    Workload(
+        "selective",
+        "call with 10k unrelated messages queued",
+        (10_000, 20_000),
+        (10_000, 1_000),
+        (Metric("us_per_call", "µs", target=5.0),),
+    ),
+    Workload(
+        "skynet",
+        "skynet 1M",
+        (1_000_000,),
+        (10_000,),
+        (Metric("seconds", "s", target=3.0),),
+        erlang_flags=("+P", "2000000"),
+    ),
+    Workload(
+        "ring_sysmon",
+        "ring 10k x 30 without sysmon (its overhead: compare with `ring`)",
+        (10_000, 30),
+        (1_000, 10),
+        (Metric("us_per_hop", "µs"),),
+        runtimes=("beamlet",),
+        functions={"beamlet": "beamlet_no_sysmon"},
+        group="preemption",
+    ),
+    Workload(
+        "lateness_0",
+        "1 ms pinger lateness, no runaway",
+        (0, 3000),
+        (0, 300),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms")),
+        group="preemption",
+    ),
+    Workload(
+        "lateness_1",
+        "1 ms pinger lateness, 1 busy runaway",
+        (1, 3000),
+        (1, 300),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=3.0), Metric("p99_all_ms", "ms")),
+        group="preemption",
+    ),
+    Workload(
+        "lateness_16",
+        "1 ms pinger lateness, 16 busy runaways",
+        (16, 3000),
+        (16, 300),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=20.0), Metric("p99_all_ms", "ms")),
+        group="preemption",
+    ),
+    Workload(
+        "lateness_16_sleepers",
+        "1 ms pinger lateness, 16 processes blocked in time.sleep",
+        (16, 3000),
+        (16, 300),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=1.0)),
+        runtimes=("beamlet",),
+        functions={"beamlet": "beamlet_sleepers"},
+        group="preemption",
+    ),
+    Workload(
+        "kill_0",
+        "kill a running busy process (idle system)",
+        (0, 200),
+        (0, 20),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=1.0)),
+        runtimes=("beamlet", "erlang"),
+        group="preemption",
+    ),
+    Workload(
+        "kill_4",
+        "kill a running busy process, 4 other runaways",
+        (4, 200),
+        (4, 20),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=20.0)),
+        runtimes=("beamlet", "erlang"),
+        group="preemption",
+    ),
+)
+
+
+def module_of(w: Workload) -> str:
+    """The module implementing a workload (lateness_16 -> lateness)."""
+    for base in ("lateness", "kill", "ring"):
+        if w.name.startswith(base):
+            return base
+    return w.name
+
+
+def erlang_workload(w: Workload) -> str:
+    return module_of(w)

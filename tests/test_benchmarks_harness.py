@@ -1,0 +1,31 @@
+"""The benchmark harness runs and reports; it measures nothing here (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("runtime", ["beamlet", "asyncio"])
+def test_the_harness_prints_a_table_and_writes_json(tmp_path, runtime):
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "pingpong,kill_0",
+         "--runtimes", runtime, "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "== pingpong" in proc.stdout
+    data = json.loads(out.read_text())
+    rows = {r["workload"]: r for r in data["results"]}
+    value = rows["pingpong"]["runtimes"][runtime]["metrics"]["us_per_roundtrip"]
+    assert value > 0
+    if runtime == "asyncio":
+        assert rows["kill_0"]["runtimes"] == {}  # not an asyncio workload
