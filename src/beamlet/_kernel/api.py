@@ -201,6 +201,13 @@ def _take(proc: Process, q: collections.deque[Any], i: int) -> Any:
     return m
 
 
+def _matches_any(patterns: tuple[Any, ...], m: Any) -> bool:
+    for p in patterns:
+        if matches(p, m):
+            return True
+    return False
+
+
 def _find(q: collections.deque[Any], start: int, patterns: tuple[Any, ...]) -> int:
     """Index of the first message at or after ``start`` matching any pattern, or -1."""
     n = len(q)
@@ -274,6 +281,15 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     timer: Timer | None = None
     try:
         while True:
+            h = proc.handoff
+            if h is not NOTHING and proc.queue is None and type(h) is not Sig:
+                # Nothing queued: the handed-over message is the oldest one.
+                # Test it where it is, without queueing it (the reply of a call).
+                if not patterns or _matches_any(patterns, h):
+                    proc.handoff = NOTHING
+                    if mark is not None:
+                        proc.mark_ref = None
+                    return h
             if proc.inbox is not None or proc.handoff is not NOTHING:
                 rt.drain(proc)
                 if proc.doom is not None:

@@ -30,9 +30,16 @@ def matches(pattern: Any, msg: Any) -> bool:
     if tp is tuple:
         if type(msg) is not tuple or len(msg) != len(pattern):
             return False
-        for p, m in zip(pattern, msg, strict=True):
-            if p is not ANY and not matches(p, m):
-                return False
+        i = 0
+        for p in pattern:
+            if p is not ANY:
+                m = msg[i]
+                if type(p) is Ref:  # the common tag: compare without recursing
+                    if type(m) is not Ref or p.ids != m.ids or p.node != m.node:
+                        return False
+                elif not matches(p, m):
+                    return False
+            i += 1
         return True
     if tp is Ref:
         return pattern == msg
@@ -69,7 +76,12 @@ def mentions(pattern: Any, ref: Ref) -> bool:
     if pattern is ref or (type(pattern) is Ref and pattern == ref):
         return True
     if isinstance(pattern, tuple | list):
-        return any(mentions(p, ref) for p in pattern)
+        for p in pattern:
+            if mentions(p, ref):
+                return True
+        return False
     if type(pattern) is dict:
-        return any(mentions(p, ref) for p in pattern.values())
+        for p in pattern.values():
+            if mentions(p, ref):
+                return True
     return False
