@@ -129,7 +129,8 @@ class Process:
         self.queue: Any = None  # collections.deque of messages, allocated lazily
         self.links: set[Pid] | None = None
         self.monitors: dict[Ref, Any] | None = None  # refs this process holds -> target
-        self.monitored_by: dict[Ref, Pid] | None = None  # refs held on this process -> watcher
+        # refs held on this process -> watcher (or (watcher, name) for a monitor by name)
+        self.monitored_by: dict[Ref, Any] | None = None
         self.trap_exit = False
         self.name: str | None = None
         self.doom: Any = None  # exit reason decided while the process cannot be stopped yet
