@@ -413,14 +413,22 @@ def make_ref() -> Ref:
 def link(pid: Pid) -> None:
     """Link the caller and ``pid`` (bidirectional; at most one link per pair).
 
-    If ``pid`` does not exist, the caller gets an exit signal with reason
-    ``noproc`` (a message ``Exit(pid, "noproc")`` if it traps exits).
+    If ``pid`` is a local process that does not exist, a caller that does not
+    trap exits fails at once with ``ProcessExit("noproc")`` (Erlang's link/1
+    fails with ``noproc``); one that traps exits receives ``Exit(pid,
+    "noproc")``. A process that dies while the link is being set up, or a
+    remote one, answers with an exit signal: ``noproc``, or ``noconnection``
+    when its node cannot be reached.
     """
     proc = current_process()
     if type(pid) is not Pid:
         raise BadArg(f"link needs a pid, got {pid!r}")
     if pid == proc.pid:
         return
+    if not proc.trap_exit and pid.node is None:
+        target = current_runtime().lookup(pid)
+        if target is None or target.state >= P.EXITING:
+            raise P.ProcessExit(NOPROC)
     if proc.links is None:
         proc.links = set()
     elif pid in proc.links:

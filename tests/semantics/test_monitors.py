@@ -1,0 +1,129 @@
+"""[MON-*] monitors (docs/semantics.md)."""
+
+from __future__ import annotations
+
+from tests.conftest import run
+from tests.semantics.helpers import die_with, pingable, sync_with
+
+import beamlet
+from beamlet import ANY, Down, demonitor, monitor, receive, send, spawn, spawn_monitor
+
+
+def test_a_monitor_delivers_one_down_with_the_reason():
+    """[MON-1]"""
+
+    async def main():
+        pid = spawn(die_with, ("bad", 42))
+        ref = monitor(pid)
+        send(pid, "go")
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        # A second monitor's Down comes after any second Down of the first.
+        ref2 = monitor(pid)
+        await receive(Down(ref2, ANY, ANY), timeout=30)
+        try:
+            await receive(Down(ref, ANY, ANY), timeout=0)
+            twice = True
+        except TimeoutError:
+            twice = False
+        return down == Down(ref, pid, ("bad", 42)), twice
+
+    assert run(main) == (True, False)
+
+
+def test_two_monitors_give_two_downs():
+    """[MON-1]"""
+
+    async def main():
+        pid = spawn(die_with, "bye")
+        r1, r2 = monitor(pid), monitor(pid)
+        send(pid, "go")
+        d1 = await receive(Down(r1, pid, ANY), timeout=30)
+        d2 = await receive(Down(r2, pid, ANY), timeout=30)
+        return r1 != r2, d1.reason, d2.reason
+
+    assert run(main) == (True, "bye", "bye")
+
+
+def test_a_monitor_does_not_kill_the_watcher():
+    """[MON-1] monitors are one-way and ignore trap_exit."""
+
+    async def main():
+        pid, ref = spawn_monitor(die_with, RuntimeError("crash"))
+        send(pid, "go")
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        return type(down.reason).__name__, beamlet.process_info(pid)
+
+    assert run(main) == ("RuntimeError", None)
+
+
+def test_monitoring_a_dead_process_gives_noproc():
+    """[MON-2]"""
+
+    async def main():
+        pid, ref = spawn_monitor(die_with, "normal")
+        send(pid, "go")
+        await receive(Down(ref, pid, ANY), timeout=30)
+        ref2 = monitor(pid)
+        return await receive(Down(ref2, ANY, ANY), timeout=30)
+
+    down = run(main)
+    assert down.reason == "noproc"
+
+
+def test_spawn_monitor_reports_a_child_that_crashes_at_once():
+    """[MON-3]"""
+
+    async def crash_at_once():
+        raise OSError("immediately")
+
+    async def main():
+        pid, ref = spawn_monitor(crash_at_once)
+        return type((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+
+    assert run(main) is OSError
+
+
+def test_after_demonitor_no_down_arrives():
+    """[MON-4]"""
+
+    async def main():
+        pid = spawn(pingable)
+        ref = monitor(pid)
+        was_active = demonitor(ref)
+        again = demonitor(ref)
+        beamlet.exit(pid, "kill")
+        # A second monitor set up after the first proves the death has been
+        # reported to us: its Down arrives after any Down of the first.
+        ref2 = monitor(pid)
+        await receive(Down(ref2, ANY, ANY), timeout=30)
+        try:
+            await receive(Down(ref, ANY, ANY), timeout=0)
+            leaked = True
+        except TimeoutError:
+            leaked = False
+        return was_active, again, leaked
+
+    assert run(main) == (True, False, False)
+
+
+def test_demonitor_flush_removes_a_queued_down():
+    """[MON-4]"""
+
+    async def main():
+        pid = spawn(die_with, "gone")
+        ref = monitor(pid)
+        send(pid, "go")
+        # Let the Down be queued: a later monitor's Down comes after it.
+        ref2 = monitor(pid)
+        await receive(Down(ref2, ANY, ANY), timeout=30)
+        demonitor(ref, flush=True)
+        try:
+            await receive(Down(ref, ANY, ANY), timeout=0)
+            return "down left in the mailbox"
+        except TimeoutError:
+            return "flushed"
+
+    assert run(main) == "flushed"
+
+
+_ = sync_with
