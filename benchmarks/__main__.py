@@ -23,7 +23,17 @@ from benchmarks.suite import HIGHER, WORKLOADS, Workload, erlang_workload, modul
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PY_RUNTIMES = ("beamlet", "asyncio", "gevent")
+PY_RUNTIMES = ("beamlet", "asyncio", "gevent", "deepcopy", "pickle")
+ALL_RUNTIMES = (
+    "beamlet",
+    "asyncio",
+    "gevent",
+    "deepcopy",
+    "pickle",
+    "erlang",
+    "erlang28",
+    "erlang+S1",
+)
 
 
 def erl_binaries() -> dict[str, str]:
@@ -85,12 +95,13 @@ def run_one(
         cmd = [sys.executable, "-m", "benchmarks.child", module_of(w), fn, json.dumps(list(args))]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     else:
-        erl = erls.get(runtime)
+        erl = erls.get(runtime.removesuffix("+S1"))
         if erl is None or beams is None:
             return {"error": "not installed"}
+        flags = [*w.erlang_flags, *(["+S", "1"] if runtime.endswith("+S1") else [])]
         cmd = [
             erl,
-            *w.erlang_flags,
+            *flags,
             "-noshell",
             "-pa",
             str(beams),
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--only", help="comma-separated workloads (default: all)")
     ap.add_argument("--group", help="kernel or preemption")
-    ap.add_argument("--runtimes", help="comma-separated: beamlet,asyncio,gevent,erlang,erlang28")
+    ap.add_argument("--runtimes", help="comma-separated: " + ",".join(ALL_RUNTIMES))
     ap.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per pair; the median is reported")
     ap.add_argument("--json", help="write the results to this file")
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = opts.runtimes.split(",") if opts.runtimes else None
     erls = erl_binaries() if (wanted is None or any(r.startswith("erlang") for r in wanted)) else {}
     beams = compile_erlang() if erls else None
-    runtimes = ["beamlet", "asyncio", "gevent", "erlang", "erlang28"]
+    runtimes = list(ALL_RUNTIMES)
     if wanted:
         runtimes = [r for r in runtimes if r in wanted]
 
@@ -178,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             "runtimes": {},
         }
         for rt in runtimes:
-            if rt not in w.runtimes and not (rt == "erlang28" and "erlang" in w.runtimes):
+            erlang_variant = (rt == "erlang28" and "erlang" in w.runtimes) or (
+                rt == "erlang+S1" and w.erlang_single
+            )
+            if rt not in w.runtimes and not erlang_variant:
                 continue
             runs = [run_one(w, rt, args, erls, beams) for _ in range(opts.repeat)]
             ok = [r for r in runs if "metrics" in r]

@@ -27,6 +27,8 @@ class Workload:
     # Python function per runtime when it differs from the runtime's name
     functions: dict[str, str] = field(default_factory=dict)
     erlang_flags: tuple[str, ...] = ()
+    # also run Erlang with one scheduler (+S 1), as a second column
+    erlang_single: bool = False
     timeout: float = 300.0
     group: str = "kernel"
 
@@ -80,6 +82,18 @@ WORKLOADS: tuple[Workload, ...] = (
         erlang_flags=("+P", "2000000"),
     ),
     Workload(
+        "copy",
+        "cost of making a message private to the receiver",
+        (),
+        (),
+        tuple(
+            Metric(f"{shape}_ns", "ns")
+            for shape in ("int", "tuple3", "bytes_1MB", "list100", "dict10", "dataclass")
+        ),
+        runtimes=("beamlet", "deepcopy", "pickle"),
+        functions={"pickle": "pickle_rt"},
+    ),
+    Workload(
         "ring_sysmon",
         "ring 10k x 30 without sysmon (its overhead: compare with `ring`)",
         (10_000, 30),
@@ -95,6 +109,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (0, 3000),
         (0, 300),
         (Metric("p50_ms", "ms"), Metric("p99_ms", "ms")),
+        erlang_single=True,
         group="preemption",
     ),
     Workload(
@@ -103,6 +118,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (1, 3000),
         (1, 300),
         (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=3.0), Metric("p99_all_ms", "ms")),
+        erlang_single=True,
         group="preemption",
     ),
     Workload(
@@ -111,6 +127,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (16, 3000),
         (16, 300),
         (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=20.0), Metric("p99_all_ms", "ms")),
+        erlang_single=True,
         group="preemption",
     ),
     Workload(
@@ -130,6 +147,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (0, 20),
         (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=1.0)),
         runtimes=("beamlet", "erlang"),
+        erlang_single=True,
         group="preemption",
     ),
     Workload(
@@ -139,6 +157,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (4, 20),
         (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=20.0)),
         runtimes=("beamlet", "erlang"),
+        erlang_single=True,
         group="preemption",
     ),
 )

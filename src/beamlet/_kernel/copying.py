@@ -65,8 +65,12 @@ def copy_message(value: Any) -> Any:
             return value
         return tuple([copy_message(x) for x in value])
     if t is list:
+        if _leaves.issuperset(map(type, value)):  # a C loop: the common flat case
+            return value.copy()
         return [x if type(x) in _leaves else copy_message(x) for x in value]
     if t is dict:
+        if _leaves.issuperset(map(type, value.values())) and _leaves.issuperset(map(type, value)):
+            return value.copy()
         return {
             copy_message(k): (v if type(v) in _leaves else copy_message(v))
             for k, v in value.items()
