@@ -61,7 +61,9 @@ def run(
 ) -> Any:
     """Start a runtime, run ``main(*args)`` as its first process, return its result.
 
-    ``schedulers``: scheduler threads (default: one per CPU).
+    ``schedulers``: scheduler threads (default: one per CPU on free-threaded
+    CPython, one under the GIL, where more only contend for it; sysmon adds a
+    thread whenever a process holds one).
     ``gc_thresholds``: ``gc.set_threshold`` values while the runtime runs
     (restored afterwards); ``None`` leaves the collector alone.
 
