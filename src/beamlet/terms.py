@@ -64,9 +64,9 @@ class Pid:
     def is_local(self) -> bool:
         return self.node is None
 
-    # A local pid is numbered by the kernel with one unbounded int (``id``,
-    # ``serial`` 0). On the wire it becomes Erlang's two words: the low 28 bits
-    # (Erlang's pid number size) and the rest, so any peer accepts it.
+    # A local pid is numbered by the kernel with one int (``id``, ``serial`` 0).
+    # On the wire it becomes Erlang's two words: the low 28 bits (Erlang's pid
+    # number size) and the next 32, so any peer accepts it: 2**60 pids.
     def wire_words(self) -> tuple[int, int]:
         """(ID, Serial) words of NEW_PID_EXT for this local pid."""
         return self.id & 0x0FFFFFFF, (self.id >> 28) & 0xFFFFFFFF
