@@ -33,7 +33,9 @@ NODES = st.sampled_from([Atom("a@h"), Atom("b@127.0.0.1"), Atom("\u00fc@h\u00f6s
 
 atoms = st.text(max_size=255).filter(lambda s: s not in ("true", "false", "undefined")).map(Atom)
 pids = st.one_of(
-    st.builds(Pid, st.integers(0, 2**60 - 1)),  # local: the kernel's one number (60 bits on the wire)
+    st.builds(
+        Pid, st.integers(0, 2**60 - 1)
+    ),  # local: the kernel's one number (60 bits on the wire)
     st.builds(Pid, U32, U32, NODES, U32),
 )
 refs = st.one_of(
