@@ -503,6 +503,9 @@ class Runtime:
                 proc.doom = reason
             inject_async_exc(s.ident)
         self.throttle.wake(s.ident)
+        # Under the GIL the victim's thread must get the interpreter to raise:
+        # offer it now rather than at the end of our switch interval.
+        time.sleep(0)
         now = time.monotonic()
         entry = self.killing.get(proc)
         if entry is None:
