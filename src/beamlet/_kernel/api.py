@@ -170,22 +170,27 @@ def send(dest: Any, msg: Any) -> Any:
             rt.remote_named(r.name, r.node, item, current_process_or_none())
             return msg
     if pid.node is None:
-        # Runtime.deliver's path to a waiting process, inlined: the hot path.
-        # (``with`` and a C-level append: see Runtime.deliver.)
+        # Runtime.deliver for a local message, inlined: the hot path.
+        # (``with`` and C-level appends only: see Runtime.deliver.)
         proc = rt.table.get(pid.id)
         if proc is not None:
             with proc.lock:
-                if proc.state == 2:  # WAITING
+                state = proc.state
+                if state == 2:  # WAITING
                     proc.handoff = item
                     proc.state = 0  # RUNNABLE
                     rt.runq.append(proc)
-                    woke = True
-                else:
-                    woke = False
-            if woke:
-                if rt.idle or _current_scheduler() is None:
-                    rt.pushed()
-                return msg
+                elif state < 3:  # not EXITING: queue it
+                    inbox = proc.inbox
+                    if inbox is None:
+                        proc.inbox = [item]
+                    else:
+                        inbox.append(item)
+            if state == 2 and (rt.idle or _current_scheduler() is None):
+                rt.pushed()
+        # A message to a dead process is dropped; a message never kills, so
+        # there is no running process to stop (Runtime.exit_running).
+        return msg
     rt.deliver(pid, item)
     return msg
 
@@ -258,7 +263,16 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     if sched is None or sched.current is None:
         raise RuntimeError("receive() called outside a beamlet process")
     proc: Process = sched.current
-    if not patterns and timeout is None and proc.queue is None:
+    q = proc.queue
+    if not patterns and q and proc.inbox is None and proc.handoff is NOTHING:
+        # Fast path: take the oldest queued message (no signal is pending).
+        m = q.popleft()
+        if proc.mark_ref is not None and proc.mark_pos:
+            proc.mark_pos -= 1
+        if not q:
+            proc.queue = None
+        return m
+    if not patterns and timeout is None and q is None:
         # Fast path: nothing queued; wait for the message a sender hands over.
         while True:
             h = proc.handoff

@@ -713,6 +713,12 @@ class Runtime:
                 return
             items = taken
         q = proc.queue
+        if Sig not in map(type, items):  # only messages (a C-level scan): the usual case
+            if q is None:
+                proc.queue = collections.deque(items)
+            else:
+                q.extend(items)
+            return
         if q is None:
             q = proc.queue = collections.deque()
         for it in items:
