@@ -7,6 +7,7 @@ with Erlang's semantics. Start with :func:`run`.
 
 from beamlet._kernel.api import (
     Statistics,
+    alias,
     blocking,
     cancel_timer,
     demonitor,
@@ -31,6 +32,7 @@ from beamlet._kernel.api import (
     spawn_link,
     spawn_monitor,
     statistics,
+    unalias,
     unlink,
     unregister,
     whereis,
@@ -49,6 +51,7 @@ __all__ = [
     "ProcessExit",
     "Ref",
     "Statistics",
+    "alias",
     "blocking",
     "cancel_timer",
     "demonitor",
@@ -74,6 +77,7 @@ __all__ = [
     "spawn_link",
     "spawn_monitor",
     "statistics",
+    "unalias",
     "unlink",
     "unregister",
     "whereis",

@@ -152,7 +152,8 @@ class _Remote(Exception):
 
 
 def send(dest: Any, msg: Any) -> Any:
-    """Send ``msg`` to a pid or registered name; returns ``msg``.
+    """Send ``msg`` to a pid, a registered name, ``(name, node)`` or an alias;
+    returns ``msg``.
 
     The receiver gets a copy (immutable values are shared). Sending to a dead
     pid is not an error (the message is dropped); to an unregistered name it is.
@@ -163,6 +164,14 @@ def send(dest: Any, msg: Any) -> Any:
     item = msg if type(msg) in _leaves else copy_message(msg)
     if type(dest) is Pid:
         pid = dest
+    elif type(dest) is Ref:
+        # An alias: the owner drops the message if the alias is no longer active.
+        owner = rt.aliases.get(dest)
+        if owner is not None:
+            rt.deliver(owner, Sig(P.SIG_ALIAS_MSG, None, dest, item))
+        elif dest.node is not None:
+            rt.remote_alias(dest, item, current_process_or_none())
+        return msg
     else:
         try:
             pid = _resolve(rt, dest)
@@ -464,16 +473,21 @@ def unlink(pid: Pid) -> None:
     current_runtime().deliver(pid, Sig(P.SIG_UNLINK, proc.pid), proc)
 
 
-def monitor(target: Any) -> Ref:
+def monitor(target: Any, *, alias: bool = False) -> Ref:
     """Monitor a pid (or a registered name); returns the monitor's Ref.
 
     When the target dies, the caller receives ``Down(ref, pid, reason)``; if it is
-    already dead, at once with reason ``noproc``.
+    already dead, at once with reason ``noproc``. With ``alias=True`` the Ref is
+    also an alias of the caller (see :func:`alias`), as Erlang's
+    ``monitor(process, Pid, [{alias, explicit_unalias}])``: a server can reply
+    to it, and after ``unalias`` a late reply is dropped.
     """
     proc = current_process()
     rt = current_runtime()
     ref = rt.make_ref()
     _set_mark(proc, ref)
+    if alias:
+        _activate_alias(rt, proc, ref)
     if proc.monitors is None:
         proc.monitors = {}
     if type(target) is Pid:
@@ -497,6 +511,39 @@ def monitor(target: Any) -> Ref:
             rt.deliver(pid, Sig(P.SIG_MONITOR, proc.pid, ref, target), proc)
         return ref
     raise BadArg(f"monitor needs a pid, a registered name or (name, node), got {target!r}")
+
+
+def _activate_alias(rt: Runtime, proc: Process, ref: Ref) -> None:
+    if proc.aliases is None:
+        proc.aliases = set()
+    proc.aliases.add(ref)
+    rt.aliases[ref] = proc.pid
+
+
+def alias() -> Ref:
+    """A new alias of the calling process: a Ref that ``send`` can address.
+
+    Messages sent to an alias reach the process only while the alias is active;
+    once :func:`unalias` has returned, none does (Erlang's ``alias/0``). A call
+    replies to an alias so that a reply arriving after a timeout is dropped
+    instead of staying in the caller's mailbox.
+    """
+    proc = current_process()
+    rt = current_runtime()
+    ref = rt.make_ref()
+    _set_mark(proc, ref)
+    _activate_alias(rt, proc, ref)
+    return ref
+
+
+def unalias(ref: Ref) -> bool:
+    """Deactivate an alias of the calling process; True if it was active."""
+    proc = current_process()
+    if proc.aliases is None or ref not in proc.aliases:
+        return False
+    proc.aliases.discard(ref)
+    current_runtime().aliases.pop(ref, None)
+    return True
 
 
 def demonitor(ref: Ref, flush: bool = False) -> bool:
@@ -789,6 +836,7 @@ def cancel_timer(ref: Ref) -> float | None:
 __all__ = [
     "BadArg",
     "Statistics",
+    "alias",
     "blocking",
     "cancel_timer",
     "demonitor",
@@ -813,6 +861,7 @@ __all__ = [
     "spawn_link",
     "spawn_monitor",
     "statistics",
+    "unalias",
     "unlink",
     "unregister",
     "whereis",

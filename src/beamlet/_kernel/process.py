@@ -48,6 +48,7 @@ SIG_DEMONITOR: Final = 5
 SIG_DOWN: Final = 6
 SIG_MARK: Final = 7  # receive marker: not a real signal, a position in the stream
 SIG_WAKE: Final = 8  # just wake the process up (blocking() work is done)
+SIG_ALIAS_MSG: Final = 9  # a message sent to an alias (a=alias ref, b=message)
 
 _N_STRIPES: Final = 256
 _STRIPES: Final = tuple(threading.Lock() for _ in range(_N_STRIPES))
@@ -96,6 +97,7 @@ class Process:
     """The kernel's record of one process."""
 
     __slots__ = (
+        "aliases",
         "coro",
         "doom",
         "handoff",
@@ -141,6 +143,7 @@ class Process:
         self.runtime = 0.0
         self.initial_call: Any = None
         self.result: Any = None
+        self.aliases: set[Ref] | None = None  # active aliases (refs that route here)
         self.zombie = False  # declared dead while its code still ran (sysmon)
 
 

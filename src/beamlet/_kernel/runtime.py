@@ -100,6 +100,7 @@ _SIG_MONITOR = P.SIG_MONITOR
 _SIG_DEMONITOR = P.SIG_DEMONITOR
 _SIG_DOWN = P.SIG_DOWN
 _SIG_MARK = P.SIG_MARK
+_SIG_ALIAS_MSG = P.SIG_ALIAS_MSG
 
 _current_runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
@@ -335,6 +336,7 @@ class Runtime:
         self.timers = TimerService(self._timer_error)
         self.next_pid = counter(1)
         self.next_ref = counter(1)
+        self.aliases: dict[Ref, Pid] = {}  # active alias -> its owner
         self.send_timers: dict[Ref, tuple[Timer, Any]] = {}
         self.send_timers_lock = threading.Lock()
         # Distribution hooks (installed by beamlet.dist; see docs/distribution.md):
@@ -342,6 +344,8 @@ class Runtime:
         # remote_named(name, node, item, sender) to a name on another node.
         self.remote: Callable[[Pid, Any, Any], None] = self._no_distribution
         self.remote_named: Callable[[Any, Any, Any, Any], None] = self._no_distribution_named
+        # remote_alias(ref, message, sender): a message to an alias on another node.
+        self.remote_alias: Callable[[Ref, Any, Any], None] = lambda ref, item, sender: None
         self.main_pid: Pid | None = None
         self.main_done = threading.Event()
         self.main_outcome: tuple[bool, Any] = (False, None)
@@ -751,6 +755,11 @@ class Runtime:
             elif kind == _SIG_MARK:
                 if proc.mark_ref is it.a:
                     proc.mark_pos = len(q)
+            elif kind == _SIG_ALIAS_MSG:
+                # Checked here, in the owner's own order of events: once
+                # unalias() has returned, nothing sent to the alias gets in.
+                if proc.aliases is not None and it.a in proc.aliases:
+                    q.append(it.b)
         if not q:
             proc.queue = None
 
@@ -814,6 +823,9 @@ class Runtime:
                     self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
                 elif type(target) is tuple:
                     self.remote_named(target[0], target[1], Sig(_SIG_DEMONITOR, pid, ref), proc)
+        if proc.aliases:
+            for alias in list(proc.aliases):
+                self.aliases.pop(alias, None)
         if proc.name is not None:
             with self.names_lock:
                 if self.names.get(proc.name) == pid:
