@@ -1,0 +1,136 @@
+"""The call protocol and the synchronous start, written once (OTP's gen and proc_lib).
+
+Wire format: Erlang's, so a beamlet server can answer an Erlang caller and a
+beamlet caller can call an Erlang ``gen_server``:
+
+* call: ``("$gen_call", (caller_pid, tag), request)``; reply ``(tag, value)``;
+* cast: ``("$gen_cast", request)``.
+
+The tag of a beamlet call is ``("alias", ref)`` -- Erlang's ``[alias | Ref]``
+as a tuple -- where ``ref`` is the call's monitor Ref made an alias of the
+caller (``monitor(server, alias=True)``): the server replies *to the alias*
+(any other tag: to the caller's pid, as Erlang's gen:reply does), so a reply
+that arrives after the caller gave up (timeout, or the server died) is dropped by
+the kernel instead of staying in the caller's mailbox. Because every pattern of
+the call's receive mentions that Ref, the kernel's receive marker skips the
+messages that were queued before the call (a call stays fast with 10,000
+unrelated messages waiting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import beamlet
+from beamlet import ANY, Atom, BadArg, Down, Exit, Pid, Ref
+from beamlet.otp.errors import CallTimeout, ServerExit, StartError
+
+GEN_CALL = Atom("$gen_call")
+ALIAS = Atom("alias")
+GEN_CAST = Atom("$gen_cast")
+SYSTEM = Atom("system")
+
+#: ``from_`` of a call: (caller pid, tag). Pass it to :func:`reply`.
+From = tuple[Pid, Any]
+
+
+async def call(
+    server: Any, request: Any, timeout: float | None = 5.0, *, system: bool = False
+) -> Any:
+    """Send ``request`` to ``server`` and wait for its reply.
+
+    ``server``: a pid, a registered name, or ``(name, node)``. Raises
+    :class:`CallTimeout` after ``timeout`` seconds (None: wait forever) and
+    :class:`ServerExit` if the server exits first (reason ``"noproc"`` if it did
+    not exist). A reply that comes too late never reaches the caller's mailbox.
+    ``system=True`` sends a system message (sys:get_state and friends).
+    """
+    ref = beamlet.monitor(server, alias=True)
+    try:
+        try:
+            tag = (ALIAS, ref)
+            from_ = (beamlet.self(), tag)
+            msg = (SYSTEM, from_, request) if system else (GEN_CALL, from_, request)
+            beamlet.send(server, msg)
+        except BadArg:
+            pass  # an unregistered name: the monitor already reports noproc
+        try:
+            msg = await beamlet.receive((tag, ANY), Down(ref, ANY, ANY), timeout=timeout)
+        except TimeoutError:
+            raise CallTimeout(server, timeout or 0.0) from None
+    finally:
+        beamlet.unalias(ref)
+        beamlet.demonitor(ref, flush=True)
+    if type(msg) is Down:
+        raise ServerExit(server, msg.reason)
+    return msg[1]
+
+
+def cast(server: Any, request: Any) -> None:
+    """Send ``request`` to ``server`` without waiting. Never fails (as in OTP):
+    a cast to a dead server or an unregistered name is dropped."""
+    try:
+        beamlet.send(server, (GEN_CAST, request))
+    except BadArg:
+        pass
+
+
+def reply(from_: From, value: Any) -> None:
+    """Reply to a call whose handler returned ``NoReply`` (or from anywhere)."""
+    pid, tag = from_
+    if type(tag) is tuple and len(tag) == 2 and tag[0] == ALIAS and type(tag[1]) is Ref:
+        beamlet.send(tag[1], (tag, value))  # the caller's alias: dropped if it gave up
+    else:
+        beamlet.send(pid, (tag, value))
+
+
+async def start(
+    body: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    *,
+    link: bool,
+    timeout: float | None = 5.0,
+) -> Pid:
+    """Start ``body(ack, *args)`` and return its pid once it has called ``ack``.
+
+    ``ack()`` reports success; ``ack(reason, failed=True)`` a failed init:
+    :func:`start` raises :class:`StartError` with ``reason``. If the process dies before
+    acknowledging, :class:`StartError` carries its exit reason. (proc_lib's
+    synchronous start.)
+    """
+    me = beamlet.self()
+    tag = beamlet.make_ref()
+
+    def ack(reason: Any = None, failed: bool = False) -> None:
+        beamlet.send(me, (tag, "error" if failed else "ok", reason))
+
+    if link:
+        pid, mref = beamlet.spawn_link(body, ack, *args), None
+        mref = beamlet.monitor(pid)
+    else:
+        pid, mref = beamlet.spawn_monitor(body, ack, *args)
+    try:
+        msg = await beamlet.receive((tag, ANY, ANY), Down(mref, ANY, ANY), timeout=timeout)
+    except TimeoutError:
+        beamlet.unlink(pid)
+        beamlet.exit(pid, "kill")
+        raise StartError("timeout") from None
+    finally:
+        beamlet.demonitor(mref, flush=True)
+    if type(msg) is Down:
+        _flush_exit(pid)
+        raise StartError(msg.reason)
+    if msg[1] == "error":
+        _flush_exit(pid)
+        raise StartError(msg[2])
+    return pid
+
+
+def _flush_exit(pid: Pid) -> None:
+    """Forget a trapped Exit from a child that failed to start (we report it)."""
+    beamlet.unlink(pid)
+
+
+__all__ = ["GEN_CALL", "GEN_CAST", "From", "call", "cast", "reply", "start"]
+_ = Exit

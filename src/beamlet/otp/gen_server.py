@@ -1,0 +1,280 @@
+"""GenServer: a process that serves calls and casts around its own state.
+
+Subclass :class:`GenServer`, keep state in attributes, and implement the async
+callbacks you need::
+
+    class Counter(GenServer):
+        async def init(self, start=0):
+            self.count = start
+
+        async def handle_call(self, request, from_):
+            if request == "get":
+                return self.count
+
+        async def handle_cast(self, request):
+            if request == "inc":
+                self.count += 1
+
+    pid = await Counter.start_link(10, name="counter")
+    cast("counter", "inc")
+    assert await call("counter", "get") == 11
+
+Callback results, as OTP's:
+
+* ``handle_call`` returns the reply; :data:`NoReply` to reply later with
+  :func:`reply`; ``Stop(reason, reply)`` to reply and stop.
+* ``handle_cast`` / ``handle_info`` return None, or ``Stop(reason)``.
+* ``init`` returns None, or ``Stop(reason)`` to refuse to start (the starter
+  gets :class:`StartError`); an exception in ``init`` does the same.
+* ``terminate(reason)`` runs when the server stops by a ``Stop``, by
+  :func:`stop`, by a crash in a callback, or -- if it traps exits
+  (``beamlet.process_flag("trap_exit", True)`` in ``init``) -- when its parent
+  (its supervisor) tells it to shut down. A server that does not trap exits is
+  killed by the shutdown signal without ``terminate``, exactly as in OTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from typing import Any, ClassVar
+
+import beamlet
+from beamlet import ANY, Down, Exit, Pid, ProcessExit
+from beamlet.otp import gen
+from beamlet.otp.errors import ServerExit, StartError
+
+logger = logging.getLogger("beamlet.otp")
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NoReply"
+
+
+#: Returned by ``handle_call`` to reply later with :func:`reply`.
+NoReply = _NoReply()
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """Returned by a callback to stop the server with ``reason`` (replying
+    ``reply`` first, from ``handle_call``)."""
+
+    reason: Any = "normal"
+    reply: Any = None
+
+
+_NORMAL_REASONS = ("normal", "shutdown")
+
+
+def is_normal_exit(reason: Any) -> bool:
+    """normal, shutdown or ("shutdown", _): exits that are not failures (OTP)."""
+    if isinstance(reason, str):
+        return reason in _NORMAL_REASONS
+    return isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"
+
+
+class GenServer:
+    """Base class of servers; see the module documentation."""
+
+    #: Seconds ``start``/``start_link`` wait for ``init`` (None: forever).
+    start_timeout: ClassVar[float | None] = 5.0
+
+    # -- callbacks -------------------------------------------------------
+
+    async def init(self, *args: Any) -> Any:
+        return None
+
+    async def handle_call(self, request: Any, from_: gen.From) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__} got an unexpected call: {request!r}")
+
+    async def handle_cast(self, request: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__} got an unexpected cast: {request!r}")
+
+    async def handle_info(self, msg: Any) -> Any:
+        logger.warning(
+            "%s %r received an unexpected message: %r", type(self).__qualname__, beamlet.self(), msg
+        )
+
+    async def terminate(self, reason: Any) -> None:
+        return None
+
+    async def code_change(self, old_vsn: Any, extra: Any) -> None:
+        return None
+
+    # -- starting --------------------------------------------------------
+
+    @classmethod
+    async def start_link(cls, *args: Any, name: str | None = None) -> Pid:
+        """Start a server linked to the caller; returns once ``init`` is done.
+        Raises :class:`StartError` if ``init`` fails or the name is taken."""
+        return await gen.start(
+            _serve, (cls, args, name, beamlet.self()), link=True, timeout=cls.start_timeout
+        )
+
+    @classmethod
+    async def start(cls, *args: Any, name: str | None = None) -> Pid:
+        """Like :meth:`start_link`, without the link."""
+        return await gen.start(
+            _serve, (cls, args, name, beamlet.self()), link=False, timeout=cls.start_timeout
+        )
+
+
+async def _serve(
+    ack: Any, cls: type[GenServer], args: tuple[Any, ...], name: str | None, parent: Pid
+) -> None:
+    me = beamlet.self()
+    server = cls.__new__(cls)
+    try:
+        if name is not None:
+            try:
+                beamlet.register(name, me)
+            except beamlet.BadArg:
+                raise StartError(("already_started", beamlet.whereis(name))) from None
+        result = await server.init(*args)
+        if isinstance(result, Stop):
+            raise StartError(result.reason)
+    except BaseException as e:
+        reason = e.reason if isinstance(e, StartError | ProcessExit) else e
+        if not isinstance(e, StartError | ProcessExit):
+            _report(server, me, parent, "init", None, e)
+        beamlet.unlink(parent)  # the starter learns it from StartError, not by dying
+        ack(reason, failed=True)
+        raise ProcessExit("normal") from None
+    ack()
+    await _loop(server, me, parent)
+
+
+async def _loop(server: GenServer, me: Pid, parent: Pid) -> None:
+    last: Any = None
+    try:
+        while True:
+            msg = last = await beamlet.receive()
+            result: Any = None
+            if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.GEN_CALL:
+                from_ = msg[1]
+                result = await server.handle_call(msg[2], from_)
+                if isinstance(result, Stop):
+                    gen.reply(from_, result.reply)
+                elif result is not NoReply:
+                    gen.reply(from_, result)
+                    continue
+            elif type(msg) is tuple and len(msg) == 2 and msg[0] == gen.GEN_CAST:
+                result = await server.handle_cast(msg[1])
+            elif type(msg) is tuple and len(msg) == 3 and msg[0] == gen.SYSTEM:
+                result = _system(server, msg[1], msg[2])
+            elif type(msg) is Exit and msg.pid == parent:
+                result = Stop(msg.reason)  # our parent (supervisor) stops us: we trap exits
+            else:
+                result = await server.handle_info(msg)
+            if isinstance(result, Stop):
+                await server.terminate(result.reason)
+                if is_normal_exit(result.reason):
+                    raise ProcessExit(result.reason)
+                _report(server, me, parent, "stop", last, None, result.reason)
+                raise ProcessExit(result.reason)
+    except (ProcessExit, GeneratorExit):
+        raise
+    except BaseException as e:
+        _report(server, me, parent, "callback", last, e)
+        try:
+            await server.terminate(e)
+        except Exception as t:  # terminate failing must not hide the crash
+            logger.error("terminate of %r failed: %r", me, t)
+        raise ProcessExit(e) from e
+
+
+def _system(server: GenServer, from_: gen.From, request: Any) -> Any:
+    kind = request[0] if isinstance(request, tuple) else request
+    if kind == "get_state":
+        gen.reply(from_, _state_of(server))
+    elif kind == "replace_state":
+        state = request[1](_state_of(server))
+        server.__dict__.clear()
+        server.__dict__.update(state)
+        gen.reply(from_, _state_of(server))
+    elif kind == "terminate":
+        return Stop(request[1])
+    else:
+        gen.reply(from_, ("error", "unknown_system_message"))
+    return None
+
+
+def _state_of(server: GenServer) -> dict[str, Any]:
+    return dict(server.__dict__)
+
+
+def _report(
+    server: Any,
+    me: Pid,
+    parent: Pid,
+    where: str,
+    last: Any,
+    exc: BaseException | None,
+    reason: Any = None,
+) -> None:
+    """A crash report (proc_lib's): who, ancestors, last message, traceback."""
+    info = beamlet.process_info(me) or {}
+    logger.error(
+        "crash report: %s %r (registered as %r, parent %r) %s\n  last message: %r\n  reason: %r%s",
+        type(server).__qualname__,
+        me,
+        info.get("registered_name"),
+        parent,
+        {
+            "init": "failed in init",
+            "callback": "crashed in a callback",
+            "stop": "stopped abnormally",
+        }[where],
+        last,
+        exc if exc is not None else reason,
+        "\n" + "".join(traceback.format_exception(exc)) if exc is not None else "",
+    )
+
+
+async def stop(server: Any, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stop a server and wait until it has exited: its ``terminate(reason)``
+    runs, then it exits with ``reason`` (gen_server:stop). Raises
+    :class:`ServerExit` with reason noproc if it is not running, or with the
+    reason it exited with if that is not ``reason``."""
+    ref = beamlet.monitor(server)
+    try:
+        beamlet.send(
+            server, (gen.SYSTEM, (beamlet.self(), beamlet.make_ref()), ("terminate", reason))
+        )
+    except beamlet.BadArg:
+        pass
+    try:
+        down = await beamlet.receive(Down(ref, ANY, ANY), timeout=timeout)
+    except TimeoutError:
+        beamlet.demonitor(ref, flush=True)
+        raise
+    if down.reason != reason:
+        raise ServerExit(server, down.reason)
+
+
+async def get_state(server: Any, timeout: float | None = 5.0) -> dict[str, Any]:
+    """A copy of a server's state (its attributes), for debugging (sys:get_state)."""
+    return await gen.call(server, "get_state", timeout=timeout, system=True)
+
+
+async def replace_state(server: Any, fn: Any, timeout: float | None = 5.0) -> dict[str, Any]:
+    """Replace a server's state with ``fn(state)`` (sys:replace_state); returns it."""
+    return await gen.call(server, ("replace_state", fn), timeout=timeout, system=True)
+
+
+__all__ = [
+    "GenServer",
+    "NoReply",
+    "ServerExit",
+    "Stop",
+    "get_state",
+    "is_normal_exit",
+    "replace_state",
+    "stop",
+]
+_ = (ANY, Down)
