@@ -23,17 +23,10 @@ from benchmarks.suite import HIGHER, WORKLOADS, Workload, erlang_workload, modul
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PY_RUNTIMES = ("beamlet", "asyncio", "gevent", "deepcopy", "pickle")
+PY_RUNTIMES = ("beamlet", "asyncio", "gevent", "pykka", "deepcopy", "pickle")
 ALL_RUNTIMES = (
-    "beamlet",
-    "asyncio",
-    "gevent",
-    "deepcopy",
-    "pickle",
-    "erlang",
-    "erlang28",
-    "erlang+S1",
-)
+    "beamlet", "asyncio", "gevent", "pykka", "deepcopy", "pickle", "erlang", "erlang28", "erlang+S1",
+)  # fmt: skip
 
 
 def erl_binaries() -> dict[str, str]:
@@ -78,12 +71,12 @@ def compile_erlang() -> Path | None:
     erlc = shutil.which("erlc")
     if not erlc:
         return None
-    src = HERE / "erlang" / "bench.erl"
-    digest = hashlib.sha1(src.read_bytes()).hexdigest()[:12]
+    sources = sorted((HERE / "erlang").glob("*.erl"))
+    digest = hashlib.sha1(b"".join(s.read_bytes() for s in sources)).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / f"beamlet-bench-erl-{digest}"
     if not (out / "bench.beam").exists():
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run([erlc, "-o", str(out), str(src)], check=True, capture_output=True)
+        subprocess.run([erlc, "-o", str(out), *map(str, sources)], check=True, capture_output=True)
     return out
 
 

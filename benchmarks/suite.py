@@ -163,8 +163,33 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 
 
+WORKLOADS += (
+    Workload(
+        "gen_call",
+        "GenServer call round trip, one scheduler",
+        (100_000,),
+        (5_000,),
+        (Metric("us_per_call", "µs", target=4.0),),
+        runtimes=("beamlet", "pykka", "erlang"),
+        group="otp",
+    ),
+    Workload(
+        "restarts",
+        "one_for_one supervisor restarting 10,000 crashing children",
+        (10_000,),
+        (500,),
+        (Metric("restarts_per_s", "restarts/s", HIGHER),),
+        runtimes=("beamlet", "erlang"),
+        functions={"beamlet": "beamlet_restarts"},
+        group="otp",
+    ),
+)
+
+
 def module_of(w: Workload) -> str:
     """The module implementing a workload (lateness_16 -> lateness)."""
+    if w.name in ("gen_call", "restarts"):
+        return "otp"
     for base in ("lateness", "kill", "ring"):
         if w.name.startswith(base):
             return base
@@ -172,4 +197,4 @@ def module_of(w: Workload) -> str:
 
 
 def erlang_workload(w: Workload) -> str:
-    return module_of(w)
+    return w.name if w.group == "otp" else module_of(w)

@@ -85,6 +85,28 @@ run(lateness, [K, Ms]) ->
     [{p50_ms, lists:nth(max(1, L div 2), Sorted) / 1000},
      {p99_ms, lists:nth(max(1, (L * 99) div 100), Sorted) / 1000}];
 
+run(gen_call, [N]) ->
+    {ok, Pid} = bench_srv:start_link(),
+    [gen_server:call(Pid, I) || I <- lists:seq(1, 1000)],
+    T0 = now_us(),
+    [gen_server:call(Pid, I) || I <- lists:seq(1, N)],
+    T1 = now_us(),
+    [{us_per_call, (T1 - T0) / N}];
+
+run(restarts, [N]) ->
+    Self = self(),
+    error_logger:tty(false),
+    logger:set_primary_config(level, none),
+    Children = [#{id => I, start => {bench_srv, start_crasher, [Self, I]}} || I <- lists:seq(1, N)],
+    {ok, Sup} = bench_srv:start_sup(Children),
+    [receive {up, _} -> ok end || _ <- lists:seq(1, N)],
+    Pids = [P || {_, P, _, _} <- supervisor:which_children(Sup)],
+    T0 = now_us(),
+    [gen_server:cast(P, crash) || P <- Pids],
+    [receive {up, _} -> ok end || _ <- lists:seq(1, N)],
+    T1 = now_us(),
+    [{restarts_per_s, N / ((T1 - T0) / 1.0e6)}];
+
 run(kill, [K, Rounds]) ->
     [spawn(fun busy/0) || _ <- lists:seq(1, K)],
     Times = [kill_one() || _ <- lists:seq(1, Rounds)],

@@ -108,7 +108,7 @@ class Pid:
 class Ref:
     """A unique reference. ``ids`` are 32-bit words (three for local refs)."""
 
-    __slots__ = ("creation", "ids", "node")
+    __slots__ = ("_hash", "creation", "ids", "node")
 
     node: Atom | None
     ids: tuple[int, ...]
@@ -118,6 +118,7 @@ class Ref:
         self.ids = ids  # treat as immutable (hashed), like Pid
         self.node = node
         self.creation = creation
+        self._hash = hash(ids)  # refs are dict keys on hot paths (monitors, aliases)
 
     @classmethod
     def _local(cls, n: int) -> Ref:
@@ -125,12 +126,14 @@ class Ref:
         return cls((n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, (n >> 50) & 0xFFFFFFFF))
 
     def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
         if type(other) is not Ref:
             return NotImplemented
         return self.ids == other.ids and self.node == other.node and self.creation == other.creation
 
     def __hash__(self) -> int:
-        return hash((self.ids, self.node))
+        return self._hash
 
     def __repr__(self) -> str:
         where = "0" if self.node is None else str(self.node)

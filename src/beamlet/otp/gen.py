@@ -30,6 +30,7 @@ GEN_CALL = Atom("$gen_call")
 ALIAS = Atom("alias")
 GEN_CAST = Atom("$gen_cast")
 SYSTEM = Atom("system")
+START = Atom("$start_tag")
 
 #: ``from_`` of a call: (caller pid, tag). Pass it to :func:`reply`.
 From = tuple[Pid, Any]
@@ -100,18 +101,17 @@ async def start(
     synchronous start.)
     """
     me = beamlet.self()
-    tag = beamlet.make_ref()
-
-    def ack(reason: Any = None, failed: bool = False) -> None:
-        beamlet.send(me, (tag, "error" if failed else "ok", reason))
-
     if link:
-        pid, mref = beamlet.spawn_link(body, ack, *args), None
+        pid = beamlet.spawn_link(_starter, me, body, args)
         mref = beamlet.monitor(pid)
     else:
-        pid, mref = beamlet.spawn_monitor(body, ack, *args)
+        pid, mref = beamlet.spawn_monitor(_starter, me, body, args)
+    # The monitor Ref is the ack's tag: every pattern below mentions the newest
+    # Ref, so the receive skips what was queued before (a supervisor restarting
+    # children may have thousands of Exit messages waiting).
+    beamlet.send(pid, (START, mref))
     try:
-        msg = await beamlet.receive((tag, ANY, ANY), Down(mref, ANY, ANY), timeout=timeout)
+        msg = await beamlet.receive((mref, ANY, ANY), Down(mref, ANY, ANY), timeout=timeout)
     except TimeoutError:
         beamlet.unlink(pid)
         beamlet.exit(pid, "kill")
@@ -125,6 +125,15 @@ async def start(
         _flush_exit(pid)
         raise StartError(msg[2])
     return pid
+
+
+async def _starter(parent: Pid, body: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    _, tag = await beamlet.receive((START, ANY))
+
+    def ack(reason: Any = None, failed: bool = False) -> None:
+        beamlet.send(parent, (tag, "error" if failed else "ok", reason))
+
+    await body(ack, *args)
 
 
 def _flush_exit(pid: Pid) -> None:

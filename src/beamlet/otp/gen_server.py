@@ -218,6 +218,8 @@ def _report(
     reason: Any = None,
 ) -> None:
     """A crash report (proc_lib's): who, ancestors, last message, traceback."""
+    if not logger.isEnabledFor(logging.ERROR):
+        return
     info = beamlet.process_info(me) or {}
     logger.error(
         "crash report: %s %r (registered as %r, parent %r) %s\n  last message: %r\n  reason: %r%s",

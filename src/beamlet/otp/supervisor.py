@@ -120,7 +120,7 @@ def _server_spec(cls: type[GenServer], args: tuple[Any, ...]) -> ChildSpec:
     )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Child:
     spec: ChildSpec
     pid: Pid | None = None
@@ -151,6 +151,7 @@ class Supervisor(GenServer):
         self.period = period
         self.restarts: collections.deque[float] = collections.deque()
         self.children: list[_Child] = []
+        self.by_pid: dict[Pid, _Child] = {}
         ids = set()
         for c in children:
             spec = child_spec(c)
@@ -160,7 +161,7 @@ class Supervisor(GenServer):
             self.children.append(_Child(spec))
         for i, child in enumerate(self.children):
             try:
-                child.pid = await _start(child.spec)
+                self._set_pid(child, await _start(child.spec))
             except StartError as e:
                 await self._stop_all(self.children[:i])
                 return Stop(("failed_to_start_child", child.spec.id, e.reason))
@@ -175,7 +176,7 @@ class Supervisor(GenServer):
         if index is None:
             return None  # a child we already stopped, or an unrelated link
         child = self.children[index]
-        child.pid = None
+        self._set_pid(child, None)
         spec = child.spec
         if spec.restart == "temporary" or (
             spec.restart == "transient" and is_normal_exit(msg.reason)
@@ -210,7 +211,7 @@ class Supervisor(GenServer):
         await self._stop_all([c for c in group if c.pid is not None])
         for child in group:
             try:
-                child.pid = await _start(child.spec)
+                self._set_pid(child, await _start(child.spec))
             except StartError as e:
                 logger.error(
                     "supervisor %r: restarting %r failed: %r",
@@ -218,7 +219,7 @@ class Supervisor(GenServer):
                     child.spec.id,
                     e.reason,
                 )
-                child.pid = None
+                self._set_pid(child, None)
                 return await self._restart(self.children.index(child))
         return None
 
@@ -229,13 +230,18 @@ class Supervisor(GenServer):
         for child in reversed(children):
             if child.pid is not None:
                 await _stop_child(child.pid, child.spec.shutdown)
-                child.pid = None
+                self._set_pid(child, None)
+
+    def _set_pid(self, child: _Child, pid: Pid | None) -> None:
+        if child.pid is not None:
+            self.by_pid.pop(child.pid, None)
+        child.pid = pid
+        if pid is not None:
+            self.by_pid[pid] = child
 
     def _index_of_pid(self, pid: Pid) -> int | None:
-        for i, c in enumerate(self.children):
-            if c.pid == pid:
-                return i
-        return None
+        child = self.by_pid.get(pid)
+        return None if child is None else self.children.index(child)
 
     def _index_of_id(self, child_id: Any) -> int | None:
         for i, c in enumerate(self.children):
@@ -262,7 +268,7 @@ class Supervisor(GenServer):
                 return ("error", "already_present")
             child = _Child(spec)
             try:
-                child.pid = await _start(spec)
+                self._set_pid(child, await _start(spec))
             except StartError as e:
                 return ("error", e.reason)
             self.children.append(child)
@@ -274,7 +280,7 @@ class Supervisor(GenServer):
         if op == "terminate_child":
             if child.pid is not None:
                 await _stop_child(child.pid, child.spec.shutdown)
-                child.pid = None
+                self._set_pid(child, None)
             if child.spec.restart == "temporary":
                 del self.children[index]
             return "ok"
@@ -282,7 +288,7 @@ class Supervisor(GenServer):
             if child.pid is not None:
                 return ("error", "running")
             try:
-                child.pid = await _start(child.spec)
+                self._set_pid(child, await _start(child.spec))
             except StartError as e:
                 return ("error", e.reason)
             return ("ok", child.pid)
