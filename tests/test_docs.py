@@ -55,3 +55,34 @@ def test_the_readme_example_runs_and_prints_what_it_says():
         logging.disable(logging.NOTSET)
     assert repr(namespace["result"]) == expected
     assert namespace["beamlet"] is beamlet
+
+
+def test_the_gen_server_guide_example_runs_and_prints_what_it_says():
+    text = (ROOT / "docs" / "otp" / "gen_server.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    expected = re.search(r"print\(beamlet.run\(main\)\)\s+# (.*)", code).group(1)
+    namespace: dict = {}
+    exec(
+        compile(
+            code.replace("print(beamlet.run(main))", "result = beamlet.run(main)"),
+            "gen_server.md",
+            "exec",
+        ),
+        namespace,
+    )
+    assert repr(namespace["result"]) == expected
+
+
+def test_the_demo_system_runs_every_step():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "examples.demo_system"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for step in ("1.", "2.", "3.", "4.", "5.", "6."):
+        assert f"\n{step} " in "\n" + proc.stdout
+    assert "ServerExit" in proc.stdout and "killed" in proc.stdout
