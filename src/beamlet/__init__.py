@@ -5,6 +5,7 @@ talk by message passing; scheduler threads; links, monitors and exit signals
 with Erlang's semantics. Start with :func:`run`.
 """
 
+from beamlet._boot import run
 from beamlet._kernel.api import (
     Statistics,
     alias,
@@ -23,7 +24,6 @@ from beamlet._kernel.api import (
     receive,
     register,
     registered,
-    run,
     self,
     send,
     send_after,
@@ -41,12 +41,18 @@ from beamlet._kernel.copying import register_immutable
 from beamlet._kernel.process import ANY, BadArg, Down, Exit, ProcessExit
 from beamlet.terms import Atom, Pid, Ref
 
+# isort: off
+# Last: beamlet.dist and beamlet.otp import the names above from this package.
+from beamlet.dist import NodeDown, connect, disconnect, monitor_node, nodes, ping
+# isort: on
+
 __all__ = [
     "ANY",
     "Atom",
     "BadArg",
     "Down",
     "Exit",
+    "NodeDown",
     "Pid",
     "ProcessExit",
     "Ref",
@@ -54,13 +60,18 @@ __all__ = [
     "alias",
     "blocking",
     "cancel_timer",
+    "connect",
     "demonitor",
+    "disconnect",
     "exit",
     "is_alive",
     "link",
     "make_ref",
     "monitor",
+    "monitor_node",
     "node",
+    "nodes",
+    "ping",
     "process_flag",
     "process_info",
     "processes",

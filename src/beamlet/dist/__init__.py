@@ -1,14 +1,23 @@
-"""Erlang distribution for beamlet.
+"""Erlang distribution: beamlet nodes speak Erlang's protocol.
 
-The protocol layers are sans-I/O: they turn bytes into values and events and
-values into bytes, and never touch a socket.
-
-* :mod:`beamlet.dist.etf` -- the External Term Format (erl_ext_dist.md).
-* :mod:`beamlet.dist.framing` -- 2- and 4-byte length framing, ticks.
-* :mod:`beamlet.dist.handshake` -- the version 6 connection handshake.
-* :mod:`beamlet.dist.control` -- control messages, distribution header, fragments.
-* :mod:`beamlet.dist.epmd` -- the EPMD protocol messages.
-
-Only :mod:`beamlet.dist.epmd_client` and :mod:`beamlet.dist.epmd_server` own
-sockets (blocking sockets with timeouts, threads for the server).
+Protocol layers (sans-I/O): :mod:`~beamlet.dist.etf`, :mod:`~beamlet.dist.framing`,
+:mod:`~beamlet.dist.handshake`, :mod:`~beamlet.dist.control`,
+:mod:`~beamlet.dist.epmd`; sockets: :mod:`~beamlet.dist.connection`,
+:mod:`~beamlet.dist.epmd_client`, :mod:`~beamlet.dist.epmd_server`; the node:
+:mod:`~beamlet.dist.node`. See docs/distribution.md and docs/interop.md.
 """
+
+from beamlet.dist.node import NodeDown, disconnect, monitor_node, nodes, start_node, stop_node
+from beamlet.dist.services import connect, gen_call, ping
+
+__all__ = [
+    "NodeDown",
+    "connect",
+    "disconnect",
+    "gen_call",
+    "monitor_node",
+    "nodes",
+    "ping",
+    "start_node",
+    "stop_node",
+]

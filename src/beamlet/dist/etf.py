@@ -156,6 +156,13 @@ class ETFContext:
 
     node: Atom = _NONODE
     creation: int = 0
+    #: Text mode (what a beamlet node uses): a binary that is valid UTF-8
+    #: decodes to ``str``, others to ``bytes``; ``bytes`` are encoded as a
+    #: BIT_BINARY_EXT whose last byte is whole (8 bits) -- any Erlang node
+    #: reads it as an ordinary binary, and a beamlet node as ``bytes`` again.
+    #: So str and bytes both survive beamlet -> beamlet, and Erlang strings
+    #: (Elixir strings are binaries) arrive as ``str``.
+    text: bool = False
 
 
 #: The context of a node that is not distributed (as in Erlang).
@@ -356,7 +363,7 @@ def _tag_name(tag: int) -> str:
 
 
 class _Decoder:
-    __slots__ = ("atoms", "buf", "creation", "depth", "max_depth", "node", "size")
+    __slots__ = ("atoms", "buf", "creation", "depth", "max_depth", "node", "size", "text")
 
     def __init__(
         self,
@@ -369,6 +376,7 @@ class _Decoder:
         self.size = len(buf)
         self.node = ctx.node
         self.creation = ctx.creation
+        self.text = ctx.text
         self.atoms = atoms
         self.depth = 0
         self.max_depth = max_depth
@@ -654,7 +662,13 @@ def _d_binary(d: _Decoder, pos: int) -> tuple[Any, int]:
     d.need(pos, 4, "BINARY_EXT")
     (n,) = _unpack_u32(d.buf, pos)
     d.need(pos + 4, n, "BINARY_EXT")
-    return d.buf[pos + 4 : pos + 4 + n], pos + 4 + n
+    data = d.buf[pos + 4 : pos + 4 + n]
+    if d.text:
+        try:
+            return data.decode("utf-8"), pos + 4 + n
+        except UnicodeDecodeError:
+            pass
+    return data, pos + 4 + n
 
 
 def _d_bit_binary(d: _Decoder, pos: int) -> tuple[Any, int]:
@@ -966,10 +980,11 @@ _UNDEFINED: Final = _atom_bytes("undefined")
 
 
 class _Encoder:
-    __slots__ = ("creation", "depth", "node", "node_bytes", "out")
+    __slots__ = ("creation", "depth", "node", "node_bytes", "out", "text")
 
     def __init__(self, out: bytearray, ctx: ETFContext) -> None:
         self.out = out
+        self.text = ctx.text
         self.node = ctx.node
         self.creation = ctx.creation & _MASK32
         self.node_bytes = _atom_bytes(ctx.node)
@@ -1027,7 +1042,10 @@ def _e_str(e: _Encoder, t: str) -> None:
 def _e_bytes(e: _Encoder, t: bytes | bytearray | memoryview) -> None:
     if type(t) is memoryview:
         t = t.tobytes()
-    e.out += _pack_b_u32(BINARY_EXT, len(t))
+    if e.text and t:
+        e.out += _pack_b_u32_b(BIT_BINARY_EXT, len(t), 8)
+    else:
+        e.out += _pack_b_u32(BINARY_EXT, len(t))
     e.out += t
 
 

@@ -94,9 +94,10 @@ class DistSession:
         max_packet: int = DEFAULT_MAX_PACKET,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
+        text: bool = False,
     ) -> None:
         self.handshake = handshake
-        self.ctx = ETFContext(handshake.name, handshake.creation)
+        self.ctx = ETFContext(handshake.name, handshake.creation, text)
         self.tick_time = tick_time
         self.setup_time = setup_time
         self.peer: Complete | None = None

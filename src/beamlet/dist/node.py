@@ -1,0 +1,561 @@
+"""The node: joins the beamlet runtime to other nodes over Erlang distribution.
+
+Theory of operation
+-------------------
+:func:`start_node` names the runtime (``rt.local_node``), listens on a TCP port,
+registers with EPMD (starting the built-in EPMD when none runs) and installs
+three hooks in the kernel: ``rt.remote`` (a message or signal to a remote pid),
+``rt.remote_named`` (to ``(name, node)``) and ``rt.remote_alias`` (to a remote
+alias). Each hook turns the kernel's signal into a control message of the
+distribution protocol and sends it on the connection to that node, opening the
+connection first if needed (as Erlang does on first use).
+
+Incoming control messages become kernel signals delivered with
+``rt.deliver`` -- the same path a local signal takes -- with the remote pid as
+sender, so links, monitors and exit signals across nodes follow the same rules
+as local ones (docs/semantics.md). Each connection records the links and
+monitors crossing it; when it goes down, linked local processes get an exit
+signal ``noconnection``, local watchers a ``Down(..., "noconnection")``, and
+``monitor_node`` subscribers ``NodeDown(node)``.
+
+Exit reasons: strings become atoms; a Python exception becomes
+``{python_exception, <<"ClassName">>, <<"message">>}``; other values are sent
+as terms. Reasons from Erlang arrive as decoded terms (atoms compare equal to
+strings).
+
+Security: the node listens on 127.0.0.1 unless told otherwise; the cookie
+comes from the argument, then ``$ERLANG_COOKIE``, then ``~/.erlang.cookie``
+(created with a random cookie if missing, as Erlang does); a wrong cookie is
+refused and logged. Erlang's ``rpc:call`` reaches only functions exposed with
+:func:`beamlet.rpc.expose` -- a cookie is not a licence to run code here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import string
+import threading
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from beamlet._kernel import process as P
+from beamlet._kernel import runtime as R
+from beamlet.dist import control as C
+from beamlet.dist import epmd_client
+from beamlet.dist.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
+from beamlet.dist.epmd_server import EPMDServer, ensure_epmd
+from beamlet.dist.handshake import simultaneous_status
+from beamlet.terms import Atom, Pid, Ref
+
+logger = logging.getLogger("beamlet.dist")
+
+NOCONNECTION = Atom("noconnection")
+NOPROC = Atom("noproc")
+
+
+class NodeDown(NamedTuple):
+    """The message ``monitor_node`` delivers when the connection to ``node`` is lost."""
+
+    node: Atom
+
+
+def encode_reason(reason: Any) -> Any:
+    """An exit reason as Erlang sees it."""
+    if type(reason) is Atom:
+        return reason
+    if isinstance(reason, str):
+        return Atom(reason)
+    if isinstance(reason, BaseException):
+        return (Atom("python_exception"), type(reason).__name__, str(reason))
+    return reason
+
+
+def read_cookie(cookie: str | None) -> str:
+    """The cookie: the argument, $ERLANG_COOKIE, or ~/.erlang.cookie (created if missing)."""
+    if cookie:
+        return cookie
+    if os.environ.get("ERLANG_COOKIE"):
+        return os.environ["ERLANG_COOKIE"]
+    path = Path.home() / ".erlang.cookie"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
+        path.write_text(value)
+        path.chmod(0o400)
+        return value
+
+
+class Node:
+    """The distribution side of one runtime (see the module documentation)."""
+
+    def __init__(
+        self,
+        rt: R.Runtime,
+        name: str,
+        cookie: str,
+        *,
+        hidden: bool = False,
+        listen_host: str = "127.0.0.1",
+        epmd_port: int | None = None,
+        tick_time: float = 60.0,
+        setup_time: float = 7.0,
+    ) -> None:
+        if name.count("@") != 1 or not all(name.split("@")):
+            raise ValueError(f"a node name is name@host, got {name!r}")
+        self.rt = rt
+        self.name = Atom(name)
+        self.cookie = cookie
+        self.hidden = hidden
+        self.listen_host = listen_host
+        self.epmd_port = epmd_port if epmd_port is not None else epmd_client.default_port()
+        self.tick_time = tick_time
+        self.setup_time = setup_time
+        self.creation = 0
+        self.lock = threading.Lock()
+        self.conns: dict[Atom, Connection] = {}
+        self.node_monitors: dict[Atom, list[Pid]] = {}
+        self.unlink_ids = itertools.count(1)
+        self.listener: socket.socket | None = None
+        self.registration: epmd_client.Registration | None = None
+        self.epmd_server: EPMDServer | None = None
+        self.running = False
+
+    # -- start / stop ----------------------------------------------------
+
+    def start(self) -> None:
+        self.epmd_server = ensure_epmd("127.0.0.1", self.epmd_port)
+        self.listener = socket.create_server((self.listen_host, 0))
+        port = self.listener.getsockname()[1]
+        alive = self.name.split("@")[0]
+        self.registration = epmd_client.register(
+            alive, port, hidden=self.hidden, epmd_port=self.epmd_port
+        )
+        self.creation = self.registration.creation
+        self.running = True
+        rt = self.rt
+        rt.local_node = lambda: self.name
+        rt.remote = self.route
+        rt.remote_named = self.route_named
+        rt.remote_alias = self.route_alias
+        threading.Thread(target=self._accept_loop, name="beamlet-dist-accept", daemon=True).start()
+        logger.info(
+            "node %s listening on %s:%d (creation %d)",
+            self.name,
+            self.listen_host,
+            port,
+            self.creation,
+        )
+
+    def stop(self) -> None:
+        self.running = False
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.close()
+        with self.lock:
+            conns = list(self.conns.values())
+        for conn in conns:
+            conn.fail("node stopped")
+        if self.registration is not None:
+            self.registration.close()
+        if self.epmd_server is not None:
+            self.epmd_server.stop()
+
+    def _accept_loop(self) -> None:
+        assert self.listener is not None
+        while self.running:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            Connection(self, None, accepted=True).serve_accepted(sock)
+
+    # -- connections ------------------------------------------------------
+
+    def connection(self, peer: Atom) -> Connection:
+        """The connection to ``peer``, started if there is none."""
+        with self.lock:
+            conn = self.conns.get(peer)
+            if conn is not None and conn.state != DOWN:
+                return conn
+            conn = self.conns[peer] = Connection(self, peer, accepted=False)
+        host = peer.split("@", 1)[1]
+        conn.connect_in_background(host, self._port_of)
+        return conn
+
+    def _port_of(self, peer: Atom) -> int | None:
+        alive, host = peer.split("@", 1)
+        info = epmd_client.port_please(
+            alive, host, epmd_port=self.epmd_port, timeout=self.setup_time
+        )
+        return None if info is None else info.port
+
+    def accept_status(self, peer: Atom, flags: int, creation: int) -> str:
+        """The acceptor's answer to a node connecting to us."""
+        with self.lock:
+            existing = self.conns.get(peer)
+        if existing is not None and existing.state == CONNECTING and not existing.accepted:
+            return simultaneous_status(self.name, peer)  # both connect at once
+        return "ok"
+
+    def adopt(self, conn: Connection) -> bool:
+        """A handshake completed: make ``conn`` the connection to its peer."""
+        assert conn.peer is not None
+        with self.lock:
+            existing = self.conns.get(conn.peer)
+            self.conns[conn.peer] = conn
+        if existing is not None and existing is not conn:
+            if existing.state == CONNECTING:
+                conn.pending[:0] = existing.take_pending()  # our own attempt lost the race
+            elif existing.state == UP:
+                existing.fail("replaced by a new connection")
+        return True
+
+    def connection_down(self, conn: Connection, reason: str) -> None:
+        with conn.lock:
+            if conn.cleaned:
+                return
+            conn.cleaned = True
+            conn.state = DOWN
+            if conn.reason is None:
+                conn.reason = reason
+            superseded = conn.reason == "superseded"
+            conn.pending = []
+        conn.settled.set()
+        with self.lock:
+            if conn.peer is not None and self.conns.get(conn.peer) is conn:
+                del self.conns[conn.peer]
+            watchers = (
+                self.node_monitors.pop(conn.peer, [])
+                if conn.peer is not None and not superseded
+                else []
+            )
+        if superseded or conn.peer is None:
+            return
+        logger.info("connection to %s down: %s", conn.peer, reason)
+        rt = self.rt
+        with conn.track:
+            links, conn.links = conn.links, set()
+            outs, conn.out_monitors = conn.out_monitors, {}
+            ins, conn.in_monitors = conn.in_monitors, {}
+        for local, remote in links:
+            rt.deliver(local, P.Sig(P.SIG_EXIT, remote, NOCONNECTION, True))
+        for ref, (watcher, target) in outs.items():
+            rt.deliver(watcher, P.Sig(P.SIG_DOWN, target, ref, NOCONNECTION))
+        for ref, (watcher, target) in ins.items():
+            rt.deliver(target, P.Sig(P.SIG_DEMONITOR, watcher, ref))
+        for w in watchers:
+            rt.deliver(w, NodeDown(conn.peer))
+
+    def connected(self, include_hidden: bool = False) -> list[Atom]:
+        with self.lock:
+            return [
+                peer
+                for peer, c in self.conns.items()
+                if c.state == UP and (include_hidden or not c.peer_hidden)
+            ]
+
+    # -- outgoing: kernel signals -> control messages ---------------------
+
+    def route(self, pid: Pid, item: Any, sender: Any) -> None:
+        """rt.remote: a message or signal for a pid on another node."""
+        rt = self.rt
+        if pid.node == self.name:  # an earlier incarnation of this node: gone
+            rt.answer_dead(pid, item)
+            return
+        assert pid.node is not None
+        conn = self.connection(pid.node)
+        try:
+            self._send_to(conn, pid, item, sender)
+        except ConnectionDown:
+            rt.answer_dead(pid, item, NOCONNECTION)
+
+    def _send_to(self, conn: Connection, pid: Pid, item: Any, sender: Any) -> None:
+        frm = sender.pid if sender is not None else None
+        if type(item) is not P.Sig:
+            if frm is None:
+                conn.send(C.Send(pid), item)
+            else:
+                conn.send(C.SendSender(frm, pid), item)
+            return
+        kind = item.kind
+        if kind == P.SIG_LINK:
+            with conn.track:
+                conn.links.add((item.sender, pid))
+            conn.send(C.Link(item.sender, pid))
+        elif kind == P.SIG_UNLINK:
+            with conn.track:
+                conn.links.discard((item.sender, pid))
+            conn.send(C.UnlinkId(next(self.unlink_ids), item.sender, pid))
+        elif kind == P.SIG_EXIT:
+            if item.sender is None:
+                logger.warning(
+                    "an exit signal to %r from outside a process cannot cross nodes", pid
+                )
+                return
+            if item.b:
+                with conn.track:
+                    conn.links.discard((item.sender, pid))
+                conn.send(C.PayloadExit(item.sender, pid), encode_reason(item.a))
+            else:
+                conn.send(C.PayloadExit2(item.sender, pid), encode_reason(item.a))
+        elif kind == P.SIG_MONITOR:
+            with conn.track:
+                conn.out_monitors[item.a] = (item.sender, pid)
+            conn.send(C.MonitorP(item.sender, pid, item.a))
+        elif kind == P.SIG_DEMONITOR:
+            with conn.track:
+                conn.out_monitors.pop(item.a, None)
+            conn.send(C.DemonitorP(item.sender, pid, item.a))
+        elif kind == P.SIG_DOWN:
+            with conn.track:
+                conn.in_monitors.pop(item.a, None)
+            who = item.sender if type(item.sender) is Pid else Atom(str(item.sender))
+            conn.send(C.PayloadMonitorPExit(who, pid, item.a), encode_reason(item.b))
+
+    def route_named(self, name: Any, node: Any, item: Any, sender: Any) -> None:
+        """rt.remote_named: a message, monitor or demonitor for ``(name, node)``."""
+        node = Atom(str(node))
+        conn = self.connection(node)
+        target = Atom(str(name))
+        try:
+            if type(item) is not P.Sig:
+                frm = sender.pid if sender is not None else None
+                if frm is None:
+                    logger.warning(
+                        "a message to %r from outside a process cannot cross nodes", (name, node)
+                    )
+                    return
+                conn.send(C.RegSend(frm, target), item)
+            elif item.kind == P.SIG_MONITOR:
+                with conn.track:
+                    conn.out_monitors[item.a] = (item.sender, (name, node))
+                conn.send(C.MonitorP(item.sender, target, item.a))
+            elif item.kind == P.SIG_DEMONITOR:
+                with conn.track:
+                    conn.out_monitors.pop(item.a, None)
+                conn.send(C.DemonitorP(item.sender, target, item.a))
+        except ConnectionDown:
+            if type(item) is P.Sig and item.kind == P.SIG_MONITOR:
+                self.rt.deliver(item.sender, P.Sig(P.SIG_DOWN, (name, node), item.a, NOCONNECTION))
+
+    def route_alias(self, ref: Ref, item: Any, sender: Any) -> None:
+        """rt.remote_alias: a message to an alias on another node."""
+        if sender is None or ref.node is None or ref.node == self.name:
+            return
+        with contextlib.suppress(ConnectionDown):
+            self.connection(ref.node).send(C.AliasSend(sender.pid, ref), item)
+
+    # -- incoming: control messages -> kernel signals ----------------------
+
+    def dispatch(self, conn: Connection, ctl: Any, payload: Any) -> None:
+        """A control message from ``conn``'s peer (called by its reader thread)."""
+        rt = self.rt
+        deliver = rt.deliver
+        t = type(ctl)
+        if t in (C.SendSender, C.SendSenderTT, C.Send, C.SendTT):
+            to = ctl.to_pid
+            if to.node is None:
+                deliver(to, payload)
+        elif t in (C.RegSend, C.RegSendTT):
+            pid = rt.names.get(ctl.to_name)
+            if pid is not None:
+                deliver(pid, payload)
+        elif t in (C.AliasSend, C.AliasSendTT):
+            owner = rt.aliases.get(ctl.alias)
+            if owner is not None:
+                deliver(owner, P.Sig(P.SIG_ALIAS_MSG, None, ctl.alias, payload))
+        elif t is C.Link:
+            with conn.track:
+                conn.links.add((ctl.to_pid, ctl.from_pid))
+            deliver(ctl.to_pid, P.Sig(P.SIG_LINK, ctl.from_pid))
+        elif t is C.UnlinkId:
+            with conn.track:
+                conn.links.discard((ctl.to_pid, ctl.from_pid))
+            deliver(ctl.to_pid, P.Sig(P.SIG_UNLINK, ctl.from_pid))
+            with contextlib.suppress(ConnectionDown):
+                conn.send(C.UnlinkIdAck(ctl.id, ctl.to_pid, ctl.from_pid))
+        elif t in (C.Exit, C.ExitTT, C.PayloadExit, C.PayloadExitTT):
+            reason = payload if t in (C.PayloadExit, C.PayloadExitTT) else ctl.reason
+            with conn.track:
+                conn.links.discard((ctl.to_pid, ctl.from_pid))
+            deliver(ctl.to_pid, P.Sig(P.SIG_EXIT, ctl.from_pid, reason, True))
+        elif t in (C.Exit2, C.Exit2TT, C.PayloadExit2, C.PayloadExit2TT):
+            reason = payload if t in (C.PayloadExit2, C.PayloadExit2TT) else ctl.reason
+            deliver(ctl.to_pid, P.Sig(P.SIG_EXIT, ctl.from_pid, reason, False))
+        elif t is C.MonitorP:
+            self._monitor_in(conn, ctl)
+        elif t is C.DemonitorP:
+            with conn.track:
+                entry = conn.in_monitors.pop(ctl.ref, None)
+            if entry is not None:
+                deliver(entry[1], P.Sig(P.SIG_DEMONITOR, ctl.from_pid, ctl.ref))
+        elif t in (C.MonitorPExit, C.PayloadMonitorPExit):
+            reason = payload if t is C.PayloadMonitorPExit else ctl.reason
+            with conn.track:
+                entry = conn.out_monitors.pop(ctl.ref, None)
+            who = entry[1] if entry is not None else ctl.from_proc
+            deliver(ctl.to_pid, P.Sig(P.SIG_DOWN, who, ctl.ref, reason))
+        elif t in (C.SpawnRequest, C.SpawnRequestTT):
+            self._spawn_request(conn, ctl, payload)
+        elif t in (C.UnlinkIdAck, C.GroupLeader, C.NodeLink):
+            pass
+        else:
+            logger.info("ignored control message from %s: %r", conn.peer, ctl)
+
+    def _spawn_request(self, conn: Connection, ctl: Any, args: Any) -> None:
+        """SPAWN_REQUEST: only erpc's ``execute_call`` (how rpc:call and
+        erpc:call run a function here) is served, and it runs only functions
+        exposed with beamlet.rpc.expose. Anything else is refused (notsup)."""
+        from beamlet.dist import services
+
+        mfa = ctl.mfa
+        requester = ctl.from_pid
+        if not (
+            tuple(mfa) == (Atom("erpc"), Atom("execute_call"), 4)
+            and isinstance(args, list)
+            and len(args) == 4
+        ):
+            logger.warning("refused a spawn request from %s for %r", conn.peer, mfa)
+            with contextlib.suppress(ConnectionDown):
+                conn.send(C.SpawnReply(ctl.req_id, requester, 0, Atom("notsup")))
+            return
+        opts = ctl.opts if isinstance(ctl.opts, list) else []
+        pid = self.rt.spawn(services.erpc_execute, tuple(args), None)[0]
+        flags = 0
+        if Atom("link") in opts:
+            with conn.track:
+                conn.links.add((pid, requester))
+            self.rt.deliver(pid, P.Sig(P.SIG_LINK, requester))
+            flags |= 1
+        if Atom("monitor") in opts:
+            with conn.track:
+                conn.in_monitors[ctl.req_id] = (requester, pid)
+            self.rt.deliver(pid, P.Sig(P.SIG_MONITOR, requester, ctl.req_id))
+            flags |= 2
+        self.rt.deliver(pid, services.GO)  # after the signals: it runs with them in place
+        with contextlib.suppress(ConnectionDown):
+            conn.send(C.SpawnReply(ctl.req_id, requester, flags, pid))
+
+    def _monitor_in(self, conn: Connection, ctl: C.MonitorP) -> None:
+        rt = self.rt
+        target = ctl.to_proc
+        name = None
+        if type(target) is not Pid:
+            name = str(target)
+            pid = rt.names.get(name)
+        else:
+            pid = target if target.node is None else None
+        if pid is None:
+            with contextlib.suppress(ConnectionDown):
+                conn.send(C.PayloadMonitorPExit(target, ctl.from_pid, ctl.ref), NOPROC)
+            return
+        with conn.track:
+            conn.in_monitors[ctl.ref] = (ctl.from_pid, pid)
+        rt.deliver(pid, P.Sig(P.SIG_MONITOR, ctl.from_pid, ctl.ref, name))
+
+
+# -- the node of the running runtime ----------------------------------------------
+
+_node: Node | None = None
+_node_lock = threading.Lock()
+
+
+def current_node() -> Node:
+    node = _node
+    if node is None or node.rt is not R._current_runtime:
+        raise RuntimeError(
+            "this runtime is not a distributed node (start one with beamlet.dist.start_node)"
+        )
+    return node
+
+
+def start_node(
+    name: str,
+    cookie: str | None = None,
+    *,
+    hidden: bool = False,
+    listen_host: str = "127.0.0.1",
+    epmd_port: int | None = None,
+    tick_time: float = 60.0,
+) -> Node:
+    """Make the running runtime the node ``name`` (``"py@127.0.0.1"``).
+
+    Starts the built-in EPMD if none answers on ``epmd_port`` (default:
+    $ERL_EPMD_PORT or 4369), listens on ``listen_host``, registers, and starts
+    the ``net_kernel``, ``rex`` and ``global_name_server`` processes that other
+    nodes expect. Returns the :class:`Node`.
+    """
+    global _node
+    rt = R.current_runtime()
+    with _node_lock:
+        if _node is not None and _node.rt is rt and _node.running:
+            raise RuntimeError(f"this runtime is already the node {_node.name}")
+        node = Node(
+            rt,
+            name,
+            read_cookie(cookie),
+            hidden=hidden,
+            listen_host=listen_host,
+            epmd_port=epmd_port,
+            tick_time=tick_time,
+        )
+        node.start()
+        _node = node
+    from beamlet.dist import services
+
+    services.start(node)
+    return node
+
+
+def stop_node() -> None:
+    """Leave the cluster: close connections, unregister from EPMD."""
+    global _node
+    with _node_lock:
+        node, _node = _node, None
+    if node is not None:
+        node.stop()
+        rt = node.rt
+        rt.remote = rt._no_distribution
+        rt.remote_named = rt._no_distribution_named
+        rt.local_node = lambda: Atom("nonode@nohost")
+
+
+def nodes(include_hidden: bool = False) -> list[Atom]:
+    """The nodes this node is connected to (visible ones unless ``include_hidden``)."""
+    node = _node
+    if node is None or node.rt is not R._current_runtime:
+        return []
+    return node.connected(include_hidden)
+
+
+def disconnect(peer: str) -> bool:
+    """Drop the connection to ``peer``; True if there was one."""
+    node = current_node()
+    with node.lock:
+        conn = node.conns.get(Atom(peer))
+    if conn is None:
+        return False
+    conn.fail("disconnected")
+    return True
+
+
+def monitor_node(peer: str, flag: bool = True) -> None:
+    """Receive ``NodeDown(peer)`` when the connection to ``peer`` is lost
+    (connecting first if needed; at once if it cannot be reached)."""
+    node = current_node()
+    me = R.current_process().pid
+    peer_atom = Atom(peer)
+    with node.lock:
+        watchers = node.node_monitors.setdefault(peer_atom, [])
+        if flag:
+            watchers.append(me)
+        elif me in watchers:
+            watchers.remove(me)
+    if flag:
+        node.connection(peer_atom)

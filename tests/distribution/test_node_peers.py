@@ -1,0 +1,104 @@
+"""Two beamlet nodes (two OS processes) talking: messages, calls, links,
+monitors and node down, with no Erlang involved."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import beamlet
+from beamlet import ANY, Down, Exit, NodeDown, receive, send
+from beamlet.dist.epmd_server import EPMDServer
+from beamlet.otp import ServerExit, call
+
+COOKIE = "peer-cookie"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+@pytest.fixture
+def peer(builtin_epmd: EPMDServer):
+    name = f"peer{os.getpid()}@127.0.0.1"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "peer_node.py"), name, COOKIE, str(builtin_epmd.port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+        yield name, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def run_node(main, epmd: EPMDServer, *args):
+    return beamlet.run(
+        main, *args, node=f"me{os.getpid()}@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port
+    )
+
+
+def test_two_beamlet_nodes_exchange_messages_and_calls(peer, builtin_epmd: EPMDServer) -> None:
+    name, _ = peer
+
+    async def main():
+        send(("echo", name), (beamlet.self(), {"nested": [1, (2, 3)], "bytes": b"x"}))
+        echoed = await receive(("echo", ANY), timeout=20)
+        await call(("kv", name), ("put", "answer", 42))
+        got = await call(("kv", name), ("get", "answer"))
+        pong = await beamlet.ping(name)
+        return echoed[1], got, pong, name in beamlet.nodes()
+
+    echoed, got, pong, listed = run_node(main, builtin_epmd)
+    assert echoed == {"nested": [1, (2, 3)], "bytes": b"x"}  # str and bytes both survive
+    assert (got, pong, listed) == (42, "pong", True)
+
+
+def test_a_crash_on_the_peer_reaches_the_caller_and_monitors(
+    peer, builtin_epmd: EPMDServer
+) -> None:
+    name, _ = peer
+
+    async def main():
+        ref = beamlet.monitor(("kv", name))
+        with pytest.raises(ServerExit) as info:
+            await call(("kv", name), ("crash",))
+        down = await receive(Down(ref, ANY, ANY), timeout=20)
+        return info.value.reason, down.reason, down.pid
+
+    reason, down_reason, who = run_node(main, builtin_epmd)
+    expected = ("python_exception", "RuntimeError", "kv asked to crash")
+    assert reason == expected and down_reason == expected and who == ("kv", name)
+
+
+def test_the_peer_going_away_gives_noconnection_and_nodedown(
+    peer, builtin_epmd: EPMDServer
+) -> None:
+    name, proc = peer
+
+    async def main():
+        beamlet.process_flag("trap_exit", True)
+        beamlet.monitor_node(name)
+        send(("echo", name), (beamlet.self(), "who are you"))
+        echoed = await receive(("echo", ANY), timeout=20)
+        del echoed
+        # link to the peer's echo process (a remote pid taken from a call reply)
+        ref = beamlet.monitor(("echo", name))
+        send(("echo", name), "stop")  # its main returns: the node shuts down
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        nd = await receive(NodeDown, timeout=30)
+        return down.reason, nd.node
+
+    reason, node = run_node(main, builtin_epmd)
+    assert reason in ("normal", "noconnection", "killed") and node == name
+    proc.wait(20)
+
+
+_ = Exit
