@@ -13,12 +13,14 @@ handshake completes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from beamlet._kernel.parker import Parker
 from beamlet.dist.control import NO_PAYLOAD, Control
 from beamlet.dist.handshake import (
     BEAMLET_FLAGS,
@@ -64,6 +66,9 @@ class Connection:
         self.peer_hidden = False
         self.reason: str | None = None
         self.settled = threading.Event()  # set once up, or down
+        self.outbuf = bytearray()  # encoded packets waiting for the writer thread
+        self.flush_scheduled = False
+        self.writer = Parker()
         self.cleaned = False  # Node.connection_down has run
         # What crosses this connection, to clean up when it goes down.
         self.track = threading.Lock()
@@ -81,28 +86,50 @@ class Connection:
     def send(self, control: Control, payload: Any = NO_PAYLOAD) -> None:
         """Send a control message, or queue it while the connection is set up.
         Raises ConnectionDown if it is down, TypeError/ValueError if a term
-        cannot be encoded."""
+        cannot be encoded (then nothing is sent)."""
         with self.lock:
             if self.state == CONNECTING:
                 self.pending.append((control, payload))
                 return
             if self.state != UP:
                 raise ConnectionDown(self.reason or "down")
-            assert self.session is not None and self.sock is not None
-            data = self.session.send(control, payload, now=time.monotonic())
-            try:
-                self.sock.sendall(data)
-            except OSError as e:
-                self._fail_locked(f"write failed: {e}")
-                raise ConnectionDown(str(e)) from e
+            assert self.session is not None
+            self.outbuf += self.session.send(control, payload, now=time.monotonic())
+            wake = not self.flush_scheduled
+            self.flush_scheduled = True
+        if wake:
+            self.writer.unpark()
 
     def _write(self, data: bytes) -> None:
         with self.lock:
-            if self.sock is not None and self.state != DOWN:
+            if self.state == DOWN:
+                return
+            self.outbuf += data
+            wake = not self.flush_scheduled
+            self.flush_scheduled = True
+        if wake:
+            self.writer.unpark()
+
+    def _writer_loop(self) -> None:
+        """The only writer of the socket: it writes whatever senders queued
+        since its last write in one go, so a stream of small messages costs few
+        system calls, and a sender never waits for the network."""
+        while True:
+            self.writer.park()
+            with self.lock:
+                data, self.outbuf = self.outbuf, bytearray()
+                self.flush_scheduled = False
+                sock = self.sock
+                if self.state == DOWN and not data:
+                    return
+            if data and sock is not None:
                 try:
-                    self.sock.sendall(data)
+                    sock.sendall(data)
                 except OSError as e:
-                    self._fail_locked(f"write failed: {e}")
+                    self.fail(f"write failed: {e}")
+                    return
+            if self.state == DOWN:
+                return
 
     # -- life cycle ------------------------------------------------------
 
@@ -159,12 +186,18 @@ class Connection:
 
     def _run(self, sock: socket.socket, session: DistSession) -> None:
         """The reader loop: handshake, then messages and ticks, until down."""
+        # As Erlang's dist does: small control messages must not wait for Nagle.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.lock:
             if self.state == DOWN:  # superseded or closed meanwhile
                 sock.close()
                 return
             self.sock = sock
             self.session = session
+        threading.Thread(
+            target=self._writer_loop, name=f"beamlet-dist-writer-{self.peer}", daemon=True
+        ).start()
         try:
             for event in session.start(time.monotonic()):
                 self._handle(event)
@@ -242,6 +275,7 @@ class Connection:
         self.state = DOWN
         self.reason = reason
         self.settled.set()
+        self.writer.unpark()
         if self.session is not None:
             self.session.close(reason)
         if self.sock is not None:
