@@ -336,3 +336,14 @@ def test_fuzz_mutated_encodings_only_raise_decode_error(term: Any, data: st.Data
 @given(terms, st.data())
 def test_fuzz_mutated_encodings_long_run(term: Any, data: st.DataObject) -> None:
     _mutate_and_decode(term, data)
+
+
+def test_text_mode_keeps_str_and_bytes_apart_and_reads_erlang_strings_as_str() -> None:
+    text = ETFContext(Atom("py@127.0.0.1"), 1, True)
+    term = ("héllo", b"\x00raw", b"ascii bytes", {"k": b"v"})
+    assert decode(encode(term, text), text) == term
+    # what Erlang sends for <<"José">> (BINARY_EXT) reads as str; invalid UTF-8 stays bytes
+    assert decode(encode("José".encode()), text) == "José"
+    assert decode(encode(b"\xff\xfe"), text) == b"\xff\xfe"
+    # a plain decoder (Erlang's view) sees bytes as an ordinary binary
+    assert decode(encode(b"abc", text)) == b"abc"
