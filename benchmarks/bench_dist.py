@@ -94,13 +94,21 @@ def beamlet_to_erl(epmd: int, n: int, calls: int) -> dict[str, float]:
         lat = []
         for _ in range(calls):
             a = time.perf_counter()
-            await beamlet.dist.gen_call(("net_kernel", "esink@127.0.0.1"), (Atom("is_auth"), beamlet.node()))
+            await beamlet.dist.gen_call(
+                ("net_kernel", "esink@127.0.0.1"), (Atom("is_auth"), beamlet.node())
+            )
             lat.append(time.perf_counter() - a)
         lat.sort()
-        return {"msgs_per_s": rate, "call_p50_us": lat[len(lat) // 2] * 1e6, "call_p99_us": lat[int(len(lat) * 0.99)] * 1e6}
+        return {
+            "msgs_per_s": rate,
+            "call_p50_us": lat[len(lat) // 2] * 1e6,
+            "call_p99_us": lat[int(len(lat) * 0.99)] * 1e6,
+        }
 
     try:
-        return beamlet.run(main, "bsrc@127.0.0.1", node="bsrc@127.0.0.1", cookie=COOKIE, epmd_port=epmd)
+        return beamlet.run(
+            main, "bsrc@127.0.0.1", node="bsrc@127.0.0.1", cookie=COOKIE, epmd_port=epmd
+        )
     finally:
         sink.kill()
 
@@ -125,7 +133,9 @@ def erl_to_beamlet(epmd: int, n: int) -> dict[str, float]:
         line = await beamlet.blocking(wait_line, src, "result")
         return {"msgs_per_s": float(line.split()[1])}
 
-    return beamlet.run(main, "bsink@127.0.0.1", node="bsink@127.0.0.1", cookie=COOKIE, epmd_port=epmd)
+    return beamlet.run(
+        main, "bsink@127.0.0.1", node="bsink@127.0.0.1", cookie=COOKIE, epmd_port=epmd
+    )
 
 
 PEER = """
@@ -161,7 +171,9 @@ def beamlet_to_beamlet(epmd: int, n: int) -> dict[str, float]:
         return {"msgs_per_s": n / (time.perf_counter() - t0)}
 
     try:
-        return beamlet.run(main, "psrc@127.0.0.1", node="psrc@127.0.0.1", cookie=COOKIE, epmd_port=epmd)
+        return beamlet.run(
+            main, "psrc@127.0.0.1", node="psrc@127.0.0.1", cookie=COOKIE, epmd_port=epmd
+        )
     finally:
         peer.kill()
 
@@ -188,8 +200,12 @@ def main() -> int:
     finally:
         epmd.stop()
     anchor = rows["erlang -> erlang"]["msgs_per_s"]
-    print(f"{opts.messages:,} small messages one way; {opts.calls:,} calls (gen_server:call to net_kernel)")
-    print(f"{'direction':<20}{'msgs/s':>12}{'vs erl->erl':>13}{'call p50 µs':>13}{'call p99 µs':>13}")
+    print(
+        f"{opts.messages:,} small messages one way; {opts.calls:,} calls (gen_server:call to net_kernel)"
+    )
+    print(
+        f"{'direction':<20}{'msgs/s':>12}{'vs erl->erl':>13}{'call p50 µs':>13}{'call p99 µs':>13}"
+    )
     for k, v in rows.items():
         p50 = v.get("call_p50_us")
         p99 = v.get("call_p99_us")
