@@ -191,11 +191,7 @@ class Supervisor(GenServer):
         return await self._restart(index)
 
     async def _restart(self, index: int) -> Any:
-        now = time.monotonic()
-        self.restarts.append(now)
-        while self.restarts and self.restarts[0] < now - self.period:
-            self.restarts.popleft()
-        if len(self.restarts) > self.intensity:
+        if _too_many_restarts(self.restarts, self.intensity, self.period):
             logger.error(
                 "supervisor %r: reached max restart intensity (%d in %s s): shutting down",
                 beamlet.self(), self.intensity, self.period,
@@ -298,6 +294,16 @@ class Supervisor(GenServer):
             del self.children[index]
             return "ok"
         return ("error", ("unknown_request", request))
+
+
+def _too_many_restarts(restarts: collections.deque[float], intensity: int, period: float) -> bool:
+    """Record a restart now; True if that makes more than ``intensity`` within
+    the last ``period`` seconds (OTP's restart intensity)."""
+    now = time.monotonic()
+    restarts.append(now)
+    while restarts and restarts[0] < now - period:
+        restarts.popleft()
+    return len(restarts) > intensity
 
 
 async def _start(spec: ChildSpec) -> Pid:
@@ -466,11 +472,7 @@ class DynamicSupervisor(GenServer):
             spec.restart == "transient" and is_normal_exit(msg.reason)
         ):
             return None
-        now = time.monotonic()
-        self.restarts.append(now)
-        while self.restarts and self.restarts[0] < now - self.period:
-            self.restarts.popleft()
-        if len(self.restarts) > self.intensity:
+        if _too_many_restarts(self.restarts, self.intensity, self.period):
             logger.error(
                 "dynamic supervisor %r: reached max restart intensity: shutting down",
                 beamlet.self(),
