@@ -246,3 +246,45 @@ def test_statistics_are_a_frozen_snapshot():
     assert stats.schedulers == 2 and stats.processes == 1 and stats.active == 2
     with pytest.raises(AttributeError):
         stats.processes = 5  # type: ignore[misc]
+
+
+def test_a_process_killed_while_it_starts_threads_stops_and_no_new_thread_is_hit():
+    """A new thread carries its creator's ident until it first runs: a kill
+    aimed at the creator must not land in it too (the creator would wait for it
+    in Thread.start forever). Every victim's code stops; no started thread dies."""
+    hit: list[object] = []
+    old_hook = threading.excepthook
+    old_unraisable = __import__("sys").unraisablehook
+    stopped = [threading.Event() for _ in range(20)]
+
+    async def starter(parent, i):
+        send(parent, ("started", i))
+        try:
+            while True:
+                t = threading.Thread(target=int)
+                t.start()
+                t.join()
+        finally:
+            stopped[i].set()
+
+    async def main():
+        reasons = []
+        for i in range(len(stopped)):
+            pid, ref = spawn_monitor(starter, beamlet.self(), i)
+            await receive(("started", i), timeout=30)
+            exit(pid, "kill")
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        # A victim declared dead while out of reach is pursued until its code stops.
+        stopped_all = await beamlet.blocking(lambda: all(ev.wait(30) for ev in stopped))
+        return reasons, stopped_all
+
+    sys = __import__("sys")
+    threading.excepthook = lambda args: hit.append(args.exc_value)
+    sys.unraisablehook = lambda args: hit.append(args.exc_value)
+    try:
+        reasons, all_stopped = run(main, schedulers=1)
+    finally:
+        threading.excepthook = old_hook
+        sys.unraisablehook = old_unraisable
+    assert reasons == ["killed"] * len(stopped)
+    assert all_stopped and hit == []

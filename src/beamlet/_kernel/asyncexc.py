@@ -24,6 +24,11 @@ exception fires when the call returns.
 from __future__ import annotations
 
 import ctypes
+import sys
+import threading
+import time
+import weakref
+from typing import Any
 
 from beamlet._kernel.process import ProcessExit
 
@@ -42,9 +47,51 @@ class AsyncKill(ProcessExit):
     """
 
 
+# CPython 3.11 gives the thread state of a thread being started its creator's
+# ident until the new thread first runs, and PyThreadState_SetAsyncExc sets the
+# exception on the first thread state with that ident: the newest, the thread
+# being started. Aimed at a process that is starting a thread, the kill would
+# hit that thread in its bootstrap, before it signals that it started, and the
+# process would wait for it in ``Thread.start`` forever. 3.12 binds the ident
+# in the new thread only. So on 3.11 a kill is not injected while a
+# ``threading.Thread`` is being started (they sit in ``threading._limbo`` from
+# before their thread state exists until after it has its own ident); sysmon
+# retries on its next tick. ``_thread.start_new_thread`` called directly is not
+# covered.
+_NEW_THREADS_BORROW_IDENT = sys.version_info < (3, 12)
+_limbo: dict[threading.Thread, threading.Thread] | None = getattr(threading, "_limbo", None)
+_limbo_lock: Any = getattr(threading, "_active_limbo_lock", None)
+# A limbo entry whose start was cut short (an exception between its entry into
+# _limbo and the OS thread's creation) stays there for good; past this age an
+# unstarted entry is taken for such a leftover rather than a start under way.
+_LEFTOVER_AFTER = 0.5
+_first_seen: weakref.WeakKeyDictionary[threading.Thread, float] = weakref.WeakKeyDictionary()
+
+
+def _a_thread_is_starting() -> bool:
+    assert _limbo is not None
+    now = time.monotonic()
+    for t in list(_limbo):
+        if t._started.is_set():  # type: ignore[attr-defined]
+            continue
+        if now - _first_seen.setdefault(t, now) < _LEFTOVER_AFTER:
+            return True
+    return False
+
+
 def inject(thread_ident: int) -> bool:
-    """Make ``thread_ident`` raise AsyncKill; True if the thread exists."""
-    return _set_async_exc(thread_ident, ctypes.py_object(AsyncKill)) == 1
+    """Make ``thread_ident`` raise AsyncKill; False if it cannot be done now."""
+    if not _NEW_THREADS_BORROW_IDENT or _limbo is None or _limbo_lock is None:
+        return _set_async_exc(thread_ident, ctypes.py_object(AsyncKill)) == 1
+    # Holding the lock, no thread can enter _limbo (so none can start).
+    if not _limbo_lock.acquire(blocking=False):
+        return False
+    try:
+        if _a_thread_is_starting():
+            return False
+        return _set_async_exc(thread_ident, ctypes.py_object(AsyncKill)) == 1
+    finally:
+        _limbo_lock.release()
 
 
 def clear(thread_ident: int) -> None:

@@ -492,6 +492,9 @@ class Runtime:
                     linked = False
         return linked
 
+    def runs_on_a_scheduler(self, proc: Process) -> bool:
+        return any(s.current is proc for s in self.schedulers)
+
     def kill_running(self, proc: Process, reason: Any) -> bool:
         """Inject AsyncKill into the thread running ``proc``; False if it does not run."""
         for s in self.schedulers:
@@ -501,7 +504,9 @@ class Runtime:
             return False
         with s.kill_lock:
             s.kill_pending = True
-            if s.current is not proc or proc.state != _RUNNING or s.masked:
+            if s.current is not proc or s.masked:
+                return False
+            if proc.state != _RUNNING and not proc.zombie:
                 return False
             if proc.doom is None:
                 proc.doom = reason
@@ -792,7 +797,8 @@ class Runtime:
             proc.state = _EXITING
             pending = proc.inbox
             proc.inbox = None
-        self.killing.pop(proc, None)
+        if not proc.zombie:
+            self.killing.pop(proc, None)  # a zombie's thread is pursued until it stops
         if proc.handoff is not NOTHING:
             pending = [proc.handoff, *(pending or ())]
             proc.handoff = NOTHING

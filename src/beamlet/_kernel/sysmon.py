@@ -135,6 +135,15 @@ class Sysmon:
         rt = self.rt
         mono = time.monotonic()
         for proc, entry in list(rt.killing.items()):
+            if proc.zombie:
+                # Declared dead, but its code may still run on its thread: keep
+                # aiming the kill at it (it may have been out of reach, e.g. in
+                # a C call or starting a thread) until that thread lets go of it.
+                if not rt.runs_on_a_scheduler(proc):
+                    rt.killing.pop(proc, None)
+                elif mono - entry[1] >= self.tick:
+                    rt.kill_running(proc, proc.doom)
+                continue
             if proc.state != RUNNING:
                 rt.killing.pop(proc, None)  # it yielded: the signal does the rest
                 continue
