@@ -4,6 +4,7 @@ monitors and node down, with no Erlang involved."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,18 @@ def test_the_peer_going_away_gives_noconnection_and_nodedown(
 
 
 _ = Exit
+
+
+def test_a_node_leaves_no_listener_or_acceptor_behind(builtin_epmd: EPMDServer) -> None:
+    """After run() returns, the node's port is closed and its accept thread gone."""
+    from beamlet.dist.node import current_node
+
+    async def main():
+        node = current_node()
+        assert node.listener is not None
+        return node.listener.getsockname()[1], node.acceptor
+
+    port, acceptor = run_node(main, builtin_epmd)
+    assert acceptor is not None and not acceptor.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

@@ -122,6 +122,7 @@ class Node:
         self.node_monitors: dict[Atom, list[Pid]] = {}
         self.unlink_ids = itertools.count(1)
         self.listener: socket.socket | None = None
+        self.acceptor: threading.Thread | None = None
         self.registration: epmd_client.Registration | None = None
         self.epmd_server: EPMDServer | None = None
         self.running = False
@@ -143,7 +144,10 @@ class Node:
         rt.remote = self.route
         rt.remote_named = self.route_named
         rt.remote_alias = self.route_alias
-        threading.Thread(target=self._accept_loop, name="beamlet-dist-accept", daemon=True).start()
+        self.acceptor = threading.Thread(
+            target=self._accept_loop, name="beamlet-dist-accept", daemon=True
+        )
+        self.acceptor.start()
         logger.info(
             "node %s listening on %s:%d (creation %d)",
             self.name,
@@ -155,8 +159,13 @@ class Node:
     def stop(self) -> None:
         self.running = False
         if self.listener is not None:
+            # close() alone does not wake a thread blocked in accept() on Linux.
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 self.listener.close()
+            if self.acceptor is not None and self.acceptor is not threading.current_thread():
+                self.acceptor.join(timeout=5)
         with self.lock:
             conns = list(self.conns.values())
         for conn in conns:
