@@ -76,3 +76,70 @@ def test_sending_to_an_unknown_alias_is_dropped_silently():
         return send(beamlet.make_ref(), "nobody")
 
     assert run(main) == "nobody"
+
+
+async def reply_to_each_ref():
+    """Answers every Ref it is sent, on that Ref (as a server replies to an alias)."""
+    while True:
+        ref = await receive()
+        send(ref, (ref, "answer"))
+
+
+async def _answered(ref):
+    try:
+        await receive((ref, ANY), timeout=0.05)
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_an_alias_made_with_demonitor_goes_when_the_monitor_is_removed():
+    """[ALIAS-3] demonitor deactivates it; an explicit_unalias alias stays."""
+
+    async def main():
+        target = spawn(reply_to_each_ref)
+        ref = beamlet.monitor(target, alias="demonitor")
+        send(target, ref)
+        first = await _answered(ref)
+        beamlet.demonitor(ref)
+        send(target, ref)  # answered on an inactive alias: dropped
+        after = await _answered(ref)
+        kept = beamlet.monitor(target, alias="explicit_unalias")
+        beamlet.demonitor(kept)
+        send(target, kept)
+        still = await _answered(kept)
+        return first, after, still, unalias(ref), unalias(kept)
+
+    assert run(main) == (True, False, True, False, True)
+
+
+def test_an_alias_made_with_demonitor_goes_when_its_down_is_delivered():
+    """[ALIAS-3] the reply sent before the target died still arrives; nothing after."""
+
+    async def main():
+        target = spawn(replier_on_request_then_die)
+        ref = beamlet.monitor(target, alias="demonitor")
+        send(target, ref)
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        reply = await receive((ref, ANY), timeout=30)  # sent before the exit: kept
+        send(ref, (ref, "late"))
+        return reply[1], down.reason, await _answered(ref), unalias(ref)
+
+    async def replier_on_request_then_die():
+        ref = await receive()
+        send(ref, (ref, "answer"))
+
+    assert run(main) == ("answer", "normal", False, False)
+
+
+def test_monitor_refuses_an_unknown_alias_mode():
+    """[ALIAS-3]"""
+
+    async def main():
+        try:
+            beamlet.monitor(beamlet.self(), alias="sometimes")
+        except beamlet.BadArg:
+            return "BadArg", beamlet.process_info(beamlet.self())["monitors"]
+        return "accepted"
+
+    assert run(main) == ("BadArg", [])

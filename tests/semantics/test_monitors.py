@@ -127,3 +127,26 @@ def test_demonitor_flush_removes_a_queued_down():
 
 
 _ = sync_with
+
+
+def test_a_monitor_is_in_place_when_monitor_returns():
+    """[MON-6] process_info of the target sees it at once, and demonitor likewise."""
+
+    async def main():
+        me = beamlet.self()
+        # A target that never runs while we look: one scheduler, and we do not yield.
+        target = spawn(wait_for_never)
+        ref = monitor(target)
+        beamlet.register("watched", target)
+        named = monitor("watched")
+        during = beamlet.process_info(target)["monitored_by"]
+        demonitor(ref)
+        demonitor(named)
+        after = beamlet.process_info(target)["monitored_by"]
+        beamlet.exit(target, "kill")
+        return during == [me, me], after
+
+    async def wait_for_never():
+        await receive("never")
+
+    assert run(main, schedulers=1) == (True, [])

@@ -37,6 +37,7 @@ from beamlet._kernel.timers import FIRED, PENDING, Timer
 from beamlet.terms import Atom, Pid, Ref
 
 _current_scheduler = R.current_scheduler
+_SIG_ALIAS_MSG = P.SIG_ALIAS_MSG
 _WAITING = P.WAITING
 _RUNNABLE = P.RUNNABLE
 _WAIT = P.WAIT
@@ -307,10 +308,22 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     try:
         while True:
             h = proc.handoff
-            if h is not NOTHING and proc.queue is None and type(h) is not Sig:
+            if h is not NOTHING and proc.queue is None:
                 # Nothing queued: the handed-over message is the oldest one.
-                # Test it where it is, without queueing it (the reply of a call).
-                if not patterns or _matches_any(patterns, h):
+                # Test it where it is, without queueing it (the reply of a call,
+                # sent to an alias: let in only while the alias is active).
+                if type(h) is Sig:
+                    if (
+                        h.kind == _SIG_ALIAS_MSG
+                        and proc.aliases is not None
+                        and h.a in proc.aliases
+                    ):
+                        if not patterns or _matches_any(patterns, h.b):
+                            proc.handoff = NOTHING
+                            if mark is not None:
+                                proc.mark_ref = None
+                            return h.b
+                elif not patterns or _matches_any(patterns, h):
                     proc.handoff = NOTHING
                     if mark is not None:
                         proc.mark_ref = None
@@ -473,26 +486,37 @@ def unlink(pid: Pid) -> None:
     current_runtime().deliver(pid, Sig(P.SIG_UNLINK, proc.pid), proc)
 
 
-def monitor(target: Any, *, alias: bool = False) -> Ref:
+def monitor(target: Any, *, alias: bool | str = False) -> Ref:
     """Monitor a pid (or a registered name); returns the monitor's Ref.
 
     When the target dies, the caller receives ``Down(ref, pid, reason)``; if it is
-    already dead, at once with reason ``noproc``. With ``alias=True`` the Ref is
-    also an alias of the caller (see :func:`alias`), as Erlang's
-    ``monitor(process, Pid, [{alias, explicit_unalias}])``: a server can reply
-    to it, and after ``unalias`` a late reply is dropped.
+    already dead, at once with reason ``noproc``. With ``alias`` the Ref is also
+    an alias of the caller (see :func:`alias`), as Erlang's ``monitor/3`` with
+    ``{alias, Mode}``: a server can reply to it, and once the alias is inactive
+    a late reply is dropped. ``alias=True`` or ``"explicit_unalias"``: active
+    until :func:`unalias`; ``"demonitor"``: also deactivated when the monitor
+    goes (``demonitor``, or its ``Down`` is delivered).
     """
+    if alias is True or alias == "explicit_unalias":
+        with_monitor = False
+    elif alias == "demonitor":
+        with_monitor = True
+    elif alias is not False:
+        raise BadArg(f"monitor alias must be a bool, 'explicit_unalias' or 'demonitor': {alias!r}")
     proc = current_process()
     rt = current_runtime()
     ref = rt.make_ref()
     _set_mark(proc, ref)
-    if alias:
-        _activate_alias(rt, proc, ref)
+    if alias is not False:
+        _activate_alias(rt, proc, ref, with_monitor)
     if proc.monitors is None:
         proc.monitors = {}
     if type(target) is Pid:
         proc.monitors[ref] = target
-        rt.deliver(target, Sig(P.SIG_MONITOR, proc.pid, ref), proc)
+        if target.node is not None:
+            rt.deliver(target, Sig(P.SIG_MONITOR, proc.pid, ref), proc)
+        elif not rt.add_monitor(target, ref, proc.pid):
+            rt.deliver(proc.pid, Sig(P.SIG_DOWN, target, ref, NOPROC))
         return ref
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
         name, node = target
@@ -505,18 +529,20 @@ def monitor(target: Any, *, alias: bool = False) -> Ref:
     if isinstance(target, str):
         pid = rt.names.get(target)
         proc.monitors[ref] = pid if pid is not None else target
-        if pid is None:
+        if pid is None or not rt.add_monitor(pid, ref, (proc.pid, target)):
             rt.deliver(proc.pid, Sig(P.SIG_DOWN, target, ref, NOPROC))
-        else:
-            rt.deliver(pid, Sig(P.SIG_MONITOR, proc.pid, ref, target), proc)
         return ref
+    if proc.aliases is not None:  # not a target: take the alias back
+        proc.aliases.pop(ref, None)
+        rt.aliases.pop(ref, None)
     raise BadArg(f"monitor needs a pid, a registered name or (name, node), got {target!r}")
 
 
-def _activate_alias(rt: Runtime, proc: Process, ref: Ref) -> None:
+def _activate_alias(rt: Runtime, proc: Process, ref: Ref, with_monitor: bool = False) -> None:
+    # proc.aliases: active alias -> whether it goes when its monitor goes.
     if proc.aliases is None:
-        proc.aliases = set()
-    proc.aliases.add(ref)
+        proc.aliases = {}
+    proc.aliases[ref] = with_monitor
     rt.aliases[ref] = proc.pid
 
 
@@ -539,9 +565,8 @@ def alias() -> Ref:
 def unalias(ref: Ref) -> bool:
     """Deactivate an alias of the calling process; True if it was active."""
     proc = current_process()
-    if proc.aliases is None or ref not in proc.aliases:
+    if proc.aliases is None or proc.aliases.pop(ref, None) is None:
         return False
-    proc.aliases.discard(ref)
     current_runtime().aliases.pop(ref, None)
     return True
 
@@ -553,13 +578,18 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     queued, and ``flush=True`` removes it.
     """
     proc = current_process()
+    rt = current_runtime()
     target = proc.monitors.pop(ref, None) if proc.monitors else None
+    if target is not None and proc.aliases and proc.aliases.get(ref):
+        del proc.aliases[ref]  # an alias made with the monitor goes with it
+        rt.aliases.pop(ref, None)
     if type(target) is Pid:
-        current_runtime().deliver(target, Sig(P.SIG_DEMONITOR, proc.pid, ref), proc)
+        if target.node is None:
+            rt.remove_monitor(target, ref)
+        else:
+            rt.deliver(target, Sig(P.SIG_DEMONITOR, proc.pid, ref), proc)
     elif type(target) is tuple:
-        current_runtime().remote_named(
-            target[0], target[1], Sig(P.SIG_DEMONITOR, proc.pid, ref), proc
-        )
+        rt.remote_named(target[0], target[1], Sig(P.SIG_DEMONITOR, proc.pid, ref), proc)
     # A DOWN signal still in the inbox is dropped when drained (the monitor is
     # gone); flush removes one that was already queued.
     if flush and proc.queue is not None:

@@ -143,7 +143,7 @@ class Process:
         self.runtime = 0.0
         self.initial_call: Any = None
         self.result: Any = None
-        self.aliases: set[Ref] | None = None  # active aliases (refs that route here)
+        self.aliases: dict[Ref, bool] | None = None  # active alias -> goes with its monitor
         self.zombie = False  # declared dead while its code still ran (sysmon)
 
 

@@ -653,6 +653,37 @@ class Runtime:
         elif state == _RUNNING and type(item) is Sig and item.kind == _SIG_EXIT:
             self.exit_running(proc, item)
 
+    def add_monitor(self, target: Pid, ref: Ref, watcher: Any) -> bool:
+        """Set up a monitor of a local process at once; False if it is not alive.
+
+        The monitor signal's arrival, done by the watcher under the target's
+        lock: the target need not run (or be woken) to take note, and its death
+        (:meth:`finish`, which marks it EXITING under the same lock before it
+        reads ``monitored_by``) reports to every monitor added before. A
+        ``watcher`` is a pid, or ``(pid, name)`` for a monitor by name.
+        """
+        proc = self.table.get(target.id)
+        if proc is None:
+            return False
+        with proc.lock:
+            if proc.state >= _EXITING:
+                return False
+            mb = proc.monitored_by
+            if mb is None:
+                proc.monitored_by = {ref: watcher}
+            else:
+                mb[ref] = watcher
+        return True
+
+    def remove_monitor(self, target: Pid, ref: Ref) -> None:
+        """Forget a monitor of a local process (the demonitor signal's arrival)."""
+        proc = self.table.get(target.id)
+        if proc is not None:
+            with proc.lock:
+                mb = proc.monitored_by
+                if mb is not None:
+                    mb.pop(ref, None)
+
     def answer_dead(self, pid: Pid, item: Any, reason: Atom = NOPROC) -> None:
         """What a dead (or unreachable) process answers to a signal."""
         if type(item) is not Sig:
@@ -741,6 +772,9 @@ class Runtime:
                 mons = proc.monitors
                 if mons is not None and it.a in mons:
                     del mons[it.a]
+                    if proc.aliases and proc.aliases.get(it.a):
+                        del proc.aliases[it.a]  # alias="demonitor": goes with it
+                        self.aliases.pop(it.a, None)
                     q.append(Down(it.a, it.sender, it.b))
             elif kind == _SIG_LINK:
                 if proc.links is None:
@@ -749,14 +783,17 @@ class Runtime:
             elif kind == _SIG_UNLINK:
                 if proc.links is not None:
                     proc.links.discard(it.sender)
-            elif kind == _SIG_MONITOR:
-                if proc.monitored_by is None:
-                    proc.monitored_by = {}
+            elif kind == _SIG_MONITOR:  # from another node (local ones: add_monitor)
                 # A monitor by name remembers the name, to report it in DOWN.
-                proc.monitored_by[it.a] = it.sender if it.b is None else (it.sender, it.b)
+                watcher = it.sender if it.b is None else (it.sender, it.b)
+                with proc.lock:  # local watchers add theirs from their own threads
+                    if proc.monitored_by is None:
+                        proc.monitored_by = {}
+                    proc.monitored_by[it.a] = watcher
             elif kind == _SIG_DEMONITOR:
-                if proc.monitored_by is not None:
-                    proc.monitored_by.pop(it.a, None)
+                with proc.lock:
+                    if proc.monitored_by is not None:
+                        proc.monitored_by.pop(it.a, None)
             elif kind == _SIG_MARK:
                 if proc.mark_ref is it.a:
                     proc.mark_pos = len(q)
@@ -826,7 +863,10 @@ class Runtime:
         if proc.monitors:
             for ref, target in list(proc.monitors.items()):
                 if type(target) is Pid:
-                    self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
+                    if target.node is None:
+                        self.remove_monitor(target, ref)
+                    else:
+                        self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
                 elif type(target) is tuple:
                     self.remote_named(target[0], target[1], Sig(_SIG_DEMONITOR, pid, ref), proc)
         if proc.aliases:

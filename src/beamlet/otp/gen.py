@@ -8,7 +8,8 @@ beamlet caller can call an Erlang ``gen_server``:
 
 The tag of a beamlet call is ``("alias", ref)`` -- Erlang's ``[alias | Ref]``
 as a tuple -- where ``ref`` is the call's monitor Ref made an alias of the
-caller (``monitor(server, alias=True)``): the server replies *to the alias*
+caller (``monitor(server, alias="demonitor")``, as OTP's gen:call): the
+server replies *to the alias*
 (any other tag: to the caller's pid, as Erlang's gen:reply does), so a reply
 that arrives after the caller gave up (timeout, or the server died) is dropped by
 the kernel instead of staying in the caller's mailbox. Because every pattern of
@@ -47,7 +48,7 @@ async def call(
     not exist). A reply that comes too late never reaches the caller's mailbox.
     ``system=True`` sends a system message (sys:get_state and friends).
     """
-    ref = beamlet.monitor(server, alias=True)
+    ref = beamlet.monitor(server, alias="demonitor")
     try:
         try:
             tag = (ALIAS, ref)
@@ -61,8 +62,7 @@ async def call(
         except TimeoutError:
             raise CallTimeout(server, timeout or 0.0) from None
     finally:
-        beamlet.unalias(ref)
-        beamlet.demonitor(ref, flush=True)
+        beamlet.demonitor(ref, flush=True)  # the alias goes with the monitor
     if type(msg) is Down:
         raise ServerExit(server, msg.reason)
     return msg[1]
