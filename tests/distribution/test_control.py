@@ -134,6 +134,49 @@ def test_atom_cache_refs_in_the_header() -> None:
     assert payload == Atom("x")
 
 
+def _reg_send(payload: bytes, name_slot: int = 5) -> bytes:
+    """REG_SEND from <a@host.1.0> to the atom cached at segment 0 ``name_slot``
+    (header refs: seg 4 idx 10, seg 0 ``name_slot``; none new), then ``payload``."""
+    head = b"\x83D\x02" + bytes([0x04, 0x00]) + bytes([10, name_slot])
+    ctl = b"h\x04a\x06gR\x00" + bytes([0, 0, 0, 1, 0, 0, 0, 0, 1]) + b"R\x01R\x01"
+    return head + ctl + payload
+
+
+def test_a_repeated_header_and_control_decode_like_the_first_time() -> None:
+    """A stream of messages between the same two processes repeats the header and
+    the control term byte for byte: each decodes fully, whatever the payload."""
+    dec = DistDecoder(ME)
+    dec.decode(_cache_packet())
+    to_b = c.RegSend(Pid(1, 0, Atom("a@host"), 1), Atom("b@host"))
+    for i in range(3):
+        assert dec.decode(_reg_send(b"a" + bytes([i]))) == (to_b, i)
+    # same header, another control term (a SEND_SENDER to a pid): not the remembered one
+    other = b"\x83D\x02" + bytes([0x04, 0x00]) + bytes([10, 5]) + b"h\x03a\x16gR\x00"
+    other += bytes([0, 0, 0, 1, 0, 0, 0, 0, 1]) + b"gR\x00" + bytes([0, 0, 0, 2, 0, 0, 0, 0, 1])
+    ctl, payload = dec.decode(other + b"a\x07")
+    assert ctl == c.SendSender(Pid(1, 0, Atom("a@host"), 1), Pid(2, 0, Atom("a@host"), 1))
+    assert payload == 7
+    assert dec.decode(_reg_send(b"a\x09")) == (to_b, 9)
+    # a bad payload after a remembered control loses that message only
+    with pytest.raises(ETFDecodeError):
+        dec.decode(_reg_send(b"\xff"))
+    assert dec.decode(_reg_send(b"a\x0a")) == (to_b, 10)
+
+
+def test_a_cache_slot_stored_again_changes_what_the_same_bytes_mean() -> None:
+    """The same header bytes resolve through the cache as it is now: a header
+    that stores a new atom in a slot makes every later reference to it mean the
+    new atom, even in a packet identical to one decoded before."""
+    dec = DistDecoder(ME)
+    dec.decode(_cache_packet())
+    before = dec.decode(_reg_send(b"a\x01"))
+    assert before[0].to_name == Atom("b@host")
+    # store 'c@host' in segment 0 index 5 (where 'b@host' was), carrying NODE_LINK
+    dec.decode(b"\x83D\x01" + bytes([0x08]) + bytes([5, 6]) + b"c@host" + b"h\x01a\x05")
+    after = dec.decode(_reg_send(b"a\x01"))
+    assert after[0].to_name == Atom("c@host")
+
+
 def test_long_atoms_flag_and_special_atoms_through_the_cache() -> None:
     dec = DistDecoder(ME)
     # one new entry with the LongAtoms bit (the extra half byte, high nibble)

@@ -478,10 +478,12 @@ class AtomCache:
     """The receive-side atom cache of one connection: 8 segments of 256
     entries, filled by ``NewAtomCacheRef`` entries of distribution headers."""
 
-    __slots__ = ("_slots",)
+    __slots__ = ("_slots", "generation")
 
     def __init__(self) -> None:
         self._slots: list[Any] = [None] * 2048
+        #: Bumped whenever an entry is stored: what was resolved before may differ now.
+        self.generation = 0
         # A slot holds the decoded atom value (Atom, True, False or None for
         # 'undefined'), boxed in a 1-tuple so "empty" is distinguishable.
 
@@ -547,6 +549,7 @@ class AtomCache:
                 except ETFDecodeError as e:
                     raise DistHeaderError(f"bad atom in the atom cache: {e}") from e
                 slots[index] = (value,)
+                self.generation += 1
                 refs.append(value)
             else:
                 entry = slots[index]
@@ -611,6 +614,13 @@ class DistDecoder:
         self.max_sequences = max_sequences
         self._sequences: dict[int, _Sequence] = {}
         self._buffered = 0
+        # Headers that store no atom, and the control term that last followed
+        # each: a stream of messages between the same two processes repeats both
+        # byte for byte, so the second time they cost a lookup and a compare.
+        # Valid while the atom cache is unchanged (the header's refs resolve the
+        # same), so emptied when it changes.
+        self._known: dict[bytes, tuple[list[Any], bytes | None, Control | None]] = {}
+        self._known_generation = 0
         #: Messages received in more than one fragment (a statistic).
         self.fragmented_messages = 0
 
@@ -629,16 +639,62 @@ class DistDecoder:
             raise ControlDecodeError(f"unknown packet type {first}")
         kind = packet[1]
         if kind == DIST_HEADER:
-            atoms, pos = self.atom_cache.parse_header(packet, 2)
-            return self._decode_body(packet, pos, atoms, versioned=False)
+            return self._decode_normal(packet)
         if kind == DIST_FRAG_HEADER:
             return self._first_fragment(packet)
         if kind == DIST_FRAG_CONT:
             return self._continuation(packet)
         raise ControlDecodeError(f"unknown distribution header kind {kind}")
 
+    def _decode_normal(self, packet: bytes) -> tuple[Control, Any]:
+        """A packet with a normal distribution header (``131, 68``)."""
+        cache = self.atom_cache
+        known = self._known
+        if self._known_generation != cache.generation:
+            known.clear()
+            self._known_generation = cache.generation
+        # The header's length if it stores no new atom: count, flags, one byte per ref.
+        n = packet[2] if len(packet) > 2 else 0
+        hend = 3 + n // 2 + 1 + n if n else 3
+        key = packet[2:hend]
+        hit = known.get(key)
+        if hit is not None:
+            atoms, ctl_bytes, control = hit
+            if ctl_bytes is not None and control is not None and packet.startswith(ctl_bytes, hend):
+                return self._decode_payload(packet, hend + len(ctl_bytes), atoms, control, False)
+            return self._decode_body(packet, hend, atoms, versioned=False, remember=key)
+        atoms, pos = cache.parse_header(packet, 2)
+        if cache.generation != self._known_generation or pos != hend:  # it stored atoms
+            return self._decode_body(packet, pos, atoms, versioned=False)
+        if len(known) >= 256:
+            known.clear()
+        return self._decode_body(packet, pos, atoms, versioned=False, remember=key)
+
     def _decode_body(
-        self, buf: bytes, pos: int, atoms: list[Any] | None, *, versioned: bool
+        self,
+        buf: bytes,
+        pos: int,
+        atoms: list[Any] | None,
+        *,
+        versioned: bool,
+        remember: bytes | None = None,
+    ) -> tuple[Control, Any]:
+        if versioned:
+            if pos >= len(buf) or buf[pos] != VERSION:
+                raise ControlDecodeError(f"expected version byte 131 at offset {pos}")
+            pos += 1
+        start = pos
+        ctl_term, pos = decode_term(buf, pos, self.ctx, atom_cache=atoms)
+        control = decode_control(ctl_term)
+        if remember is not None and atoms is not None:
+            if isinstance(control, UnknownControl):  # its payload flag is per packet
+                self._known[remember] = (atoms, None, None)
+            else:
+                self._known[remember] = (atoms, buf[start:pos], control)
+        return self._decode_payload(buf, pos, atoms, control, versioned)
+
+    def _decode_payload(
+        self, buf: bytes, pos: int, atoms: list[Any] | None, control: Control, versioned: bool
     ) -> tuple[Control, Any]:
         def term(at: int) -> tuple[Any, int]:
             if versioned:
@@ -647,8 +703,6 @@ class DistDecoder:
                 at += 1
             return decode_term(buf, at, self.ctx, atom_cache=atoms)
 
-        ctl_term, pos = term(pos)
-        control = decode_control(ctl_term)
         if isinstance(control, UnknownControl):
             if pos < len(buf):
                 payload, pos = term(pos)
