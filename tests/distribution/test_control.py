@@ -74,6 +74,25 @@ def test_every_control_message_round_trips(ctl: c.Control, payload: Any, flags: 
     assert DistDecoder(ME).decode(packets[0]) == (ctl, payload)
 
 
+@pytest.mark.parametrize("flags", [0, BEAMLET_FLAGS], ids=["pass-through", "dist-header"])
+def test_a_stream_of_sends_to_several_destinations_decodes_to_each_its_own(flags: int) -> None:
+    """The encoder reuses a control term it encoded before: never another one's."""
+    enc = DistEncoder(ME, flags)
+    dec = DistDecoder(ME)
+    sends = [
+        c.RegSend(P1, Atom("a")),
+        c.RegSend(P1, Atom("b")),
+        c.RegSend(Pid(9, 0), Atom("a")),
+        c.SendSender(P1, P2),
+        c.Send(P2),
+        c.AliasSend(P1, R),
+    ]
+    for i in range(3 * len(sends)):
+        ctl = sends[i % len(sends)]
+        (packet,) = enc.encode(ctl, i)
+        assert dec.decode(packet) == (ctl, i)
+
+
 def test_pass_through_packet_layout() -> None:
     (pkt,) = DistEncoder(ME, 0).encode(c.RegSend(P1, Atom("rex")), Atom("x"))
     # 112, then two complete external terms

@@ -174,6 +174,10 @@ def send(dest: Any, msg: Any) -> Any:
             rt.remote_alias(dest, item, current_process_or_none())
         return msg
     else:
+        if type(dest) is tuple and len(dest) == 2 and dest[1] is not None:
+            if dest[1] != rt.local_node():  # (name, node) on another node
+                rt.remote_named(dest[0], dest[1], item, current_process_or_none())
+                return msg
         try:
             pid = _resolve(rt, dest)
         except _Remote as r:

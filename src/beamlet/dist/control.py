@@ -815,6 +815,23 @@ class DistEncoder:
         self.header = uses_dist_header(flags)
         self.fragment_size = fragment_size if flags & DFLAG_FRAGMENTS else None
         self._next_seq = 1
+        # The encoded control term of the message kinds a stream of sends
+        # repeats (same sender, same destination): encoded once, reused.
+        self._heads: dict[Control, bytes] = {}
+
+    def _head(self, control: Control) -> bytes:
+        if type(control) in _REPEATED:  # fields are pids, atoms and refs: hashable
+            head = self._heads.get(control)
+            if head is None:
+                out = bytearray()
+                encode_term_into(out, control.to_tuple(), self.ctx)
+                if len(self._heads) >= 1024:
+                    self._heads.clear()
+                head = self._heads[control] = bytes(out)
+            return head
+        out = bytearray()
+        encode_term_into(out, control.to_tuple(), self.ctx)
+        return bytes(out)
 
     def encode(self, control: Control, payload: Any = NO_PAYLOAD) -> list[bytes]:
         has = control.has_payload if isinstance(control, UnknownControl) else control.HAS_PAYLOAD
@@ -822,25 +839,23 @@ class DistEncoder:
             raise ValueError(f"{type(control).__name__} needs a payload")
         if not has and payload is not NO_PAYLOAD:
             raise ValueError(f"{type(control).__name__} carries no payload")
-        ctl = control.to_tuple()
+        head = self._head(control)
         if not self.header:
             out = bytearray((PASS_THROUGH, VERSION))
-            encode_term_into(out, ctl, self.ctx)
+            out += head
             if has:
                 out.append(VERSION)
                 encode_term_into(out, payload, self.ctx)
             return [bytes(out)]
-        head = bytearray()
-        encode_term_into(head, ctl, self.ctx)
         body = bytearray()
         if has:
             encode_term_into(body, payload, self.ctx)
         size = self.fragment_size
         if size is None or len(body) <= size:
-            return [b"\x83\x44\x00" + bytes(head) + bytes(body)]
+            return [b"\x83\x44\x00" + head + body]
         return self._fragments(head, body, size)
 
-    def _fragments(self, head: bytearray, body: bytearray, size: int) -> list[bytes]:
+    def _fragments(self, head: bytes, body: bytearray, size: int) -> list[bytes]:
         # The control message goes whole into the first fragment, the payload
         # is cut into pieces ("Distribution Header for fragmented messages").
         pieces = [body[i : i + size] for i in range(0, len(body), size)]
@@ -851,3 +866,6 @@ class DistEncoder:
         for i, piece in enumerate(pieces[1:], 1):
             packets.append(_pack_frag(VERSION, DIST_FRAG_CONT, seq, total - i) + piece)
         return packets
+
+
+_REPEATED: Final = frozenset({Send, SendSender, RegSend, AliasSend})

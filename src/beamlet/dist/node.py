@@ -329,9 +329,9 @@ class Node:
 
     def route_named(self, name: Any, node: Any, item: Any, sender: Any) -> None:
         """rt.remote_named: a message, monitor or demonitor for ``(name, node)``."""
-        node = Atom(str(node))
+        node = node if type(node) is Atom else Atom(str(node))
         conn = self.connection(node)
-        target = Atom(str(name))
+        target = name if type(name) is Atom else Atom(str(name))
         try:
             if type(item) is not P.Sig:
                 frm = sender.pid if sender is not None else None
