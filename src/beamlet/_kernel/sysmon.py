@@ -49,7 +49,7 @@ SLICE = 0.002
 #: declared dead (links and monitors told) while its thread runs on.
 ZOMBIE_AFTER = 0.02
 #: sys.setswitchinterval while a runaway process holds a thread (default 5 ms).
-RUNAWAY_SWITCH_INTERVAL = 0.0002
+RUNAWAY_SWITCH_INTERVAL = 0.00005
 
 
 class Sysmon:
