@@ -145,6 +145,36 @@ def test_a_reply_tagged_with_a_fresh_ref_is_found_behind_older_messages():
     assert run(main) == ([0, 2, 4, 6, 8], True)
 
 
+def test_messages_arriving_while_a_receive_waits_keep_their_order():
+    """[RECV-1] a waiting receive tests each arrival in turn: the first match is
+    taken, the ones that do not match join the mailbox in arrival order."""
+
+    async def sender(to, items):
+        await receive("go")
+        for item in items:
+            send(to, item)
+
+    async def main():
+        me = beamlet.self()
+        send(me, ("old", 1))
+        send(me, ("old", 2))
+        ref = make_ref()
+        a = spawn(sender, me, [("new", 3), (ref, "first"), (ref, "second"), ("new", 4)])
+        send(a, "go")
+        got = await receive((ref, ANY), ("never", ANY))  # scans the old ones, then waits
+        got2 = await receive((ref, ANY))
+        rest = []
+        while len(rest) < 4:
+            rest.append(await receive(timeout=30))
+        return got[1], got2[1], rest
+
+    assert run(main, schedulers=1) == (
+        "first",
+        "second",
+        [("old", 1), ("old", 2), ("new", 3), ("new", 4)],
+    )
+
+
 def test_the_marker_does_not_hide_a_message_with_an_older_ref():
     async def main():
         me = beamlet.self()

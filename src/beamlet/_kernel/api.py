@@ -312,10 +312,12 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     try:
         while True:
             h = proc.handoff
-            if h is not NOTHING and proc.queue is None:
-                # Nothing queued: the handed-over message is the oldest one.
-                # Test it where it is, without queueing it (the reply of a call,
-                # sent to an alias: let in only while the alias is active).
+            if h is not NOTHING and (proc.queue is None or pos >= len(proc.queue)):
+                # No queued message is a candidate (none queued, or all older
+                # than the receive marker or already tested): the handed-over
+                # message is the oldest candidate. Test it where it is, without
+                # queueing it (the reply of a call; sent to an alias: let in only
+                # while the alias is active).
                 if type(h) is Sig:
                     if (
                         h.kind == _SIG_ALIAS_MSG
