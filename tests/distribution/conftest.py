@@ -1,5 +1,5 @@
 """Fixtures for the distribution tests (defined in dist_helpers.py)."""
 
-from dist_helpers import builtin_epmd, erl_nodes, real_epmd
+from dist_helpers import builtin_epmd, elixir_nodes, erl_nodes, real_epmd
 
-__all__ = ["builtin_epmd", "erl_nodes", "real_epmd"]
+__all__ = ["builtin_epmd", "elixir_nodes", "erl_nodes", "real_epmd"]

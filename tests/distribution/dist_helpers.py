@@ -168,6 +168,50 @@ class ErlNode:
         self.proc.wait(10)
 
 
+class ElixirNode(ErlNode):
+    """A real Elixir node (``elixir`` on PATH) running the script ``code``."""
+
+    def __init__(self, name: str, cookie: str, epmd_port: int, code: str, workdir: Path) -> None:
+        env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_CRASH_DUMP_BYTES="0")
+        for var in ("ERL_FLAGS", "ERL_AFLAGS", "ERL_ZFLAGS", "ELIXIR_ERL_OPTIONS"):
+            env.pop(var, None)
+        script = workdir / f"{name.split('@')[0]}.exs"
+        script.write_text(code)
+        self.name = name
+        self.proc = subprocess.Popen(
+            [
+                "elixir", "--name", name, "--cookie", cookie,
+                "--erl", "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
+                " -kernel net_setuptime 5",
+                str(script),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        self.lines = queue.Queue()
+        self.output = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+
+@pytest.fixture
+def elixir_nodes(tmp_path: Path) -> Iterator[Callable[..., ElixirNode]]:
+    """Start real Elixir nodes: ``start(name, cookie, epmd_port, code)``."""
+    if shutil.which("elixir") is None:
+        pytest.skip("elixir not installed")
+    started: list[ElixirNode] = []
+
+    def start(name: str, cookie: str, epmd_port: int, code: str) -> ElixirNode:
+        node = ElixirNode(name, cookie, epmd_port, code, tmp_path)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
 @pytest.fixture
 def erl_nodes() -> Iterator[Callable[..., ErlNode]]:
     """Start real erl nodes: ``start(version, name, cookie, epmd_port, code,
