@@ -172,7 +172,11 @@ def test_links_and_monitors_carry_the_right_reasons_across(
             " receive {link_to, Pid, Py0} -> link(Pid), erlang:monitor(process, Pid), Py0 ! linked end,"
             " receive {'EXIT', _, R} -> io:format(\"exit ~p~n\", [R]) end,"
             " receive {'DOWN', _, process, _, R2} -> io:format(\"down ~p~n\", [R2]) end,"
-            ' receive {link_me, Py} -> link(Py), io:format("linked2~n"), receive die2 -> exit(erl_reason) end end.'
+            # a spawned process links back and dies: not the -eval process, whose
+            # exit halts the node (its EXIT could then lose the race with the close)
+            " receive {link_me, Py} -> spawn(fun() -> link(Py), Py ! {linked2, self()},"
+            "   receive die2 -> exit(erl_reason) end end) end,"
+            " receive stop -> ok end."
         )
         erl = erl_nodes(otp, f"l{otp}@127.0.0.1", COOKIE, builtin_epmd.port, code)
         await expect(erl, "ready")
@@ -188,16 +192,15 @@ def test_links_and_monitors_carry_the_right_reasons_across(
         down_line = await expect(erl, "down ")
         # and the other way: Erlang dies, our trapping process gets the reason
         send(("erlside", erl.name), (Atom("link_me"), beamlet.self()))
-        await expect(erl, "linked2")
-        erl_pid = None
-        send(("erlside", erl.name), Atom("die2"))
-        ex = await receive(Exit(ANY, "erl_reason"), timeout=20)
-        erl_pid = ex.pid
-        return exit_line, down_line, type(erl_pid) is Pid and erl_pid.node == erl.name
+        _, erl_pid = await receive((Atom("linked2"), ANY), timeout=20)  # the link is ahead
+        send(erl_pid, Atom("die2"))
+        ex = await receive(Exit(erl_pid, ANY), timeout=20)
+        return exit_line, down_line, ex.reason, type(erl_pid) is Pid and erl_pid.node == erl.name
 
-    exit_line, down_line, remote = run_node(main, builtin_epmd)
+    exit_line, down_line, reason, remote = run_node(main, builtin_epmd)
     expected = '{python_exception,<<"ValueError">>,<<"python side failed">>}'
-    assert exit_line == f"exit {expected}" and down_line == f"down {expected}" and remote
+    assert exit_line == f"exit {expected}" and down_line == f"down {expected}"
+    assert reason == "erl_reason" and remote
 
 
 @pytest.mark.parametrize("otp", OTPS)
