@@ -196,6 +196,45 @@ def test_a_cache_slot_stored_again_changes_what_the_same_bytes_mean() -> None:
     assert after[0].to_name == Atom("c@host")
 
 
+_SLOTS = [(seg, idx) for seg in (0, 1) for idx in (0, 1, 2)]
+_TEXTS = ["a@h", "b@h", "c@h", "name"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("store"), st.sampled_from(_SLOTS), st.sampled_from(_TEXTS)),
+            st.tuples(st.just("send"), st.sampled_from(_SLOTS), st.sampled_from(_SLOTS)),
+        ),
+        max_size=40,
+    )
+)
+def test_cached_atoms_always_resolve_as_the_cache_says_now(ops: list[tuple[Any, ...]]) -> None:
+    """Packets that store atoms in cache slots, interleaved with REG_SENDs whose
+    node and name are references to slots, decode exactly as a model of the cache
+    says -- the decoder's memo of repeated headers never returns a stale atom."""
+    dec = DistDecoder(ME)
+    cache: dict[tuple[int, int], str] = {}
+    for i, op in enumerate(ops):
+        if op[0] == "store":
+            (seg, idx), text = op[1], op[2]
+            flags = bytes([0x08 | seg])  # one new entry, short atoms
+            packet = b"\x83D\x01" + flags + bytes([idx, len(text)]) + text.encode()
+            assert dec.decode(packet + b"h\x01a\x05") == (c.NodeLink(), None)
+            cache[(seg, idx)] = text
+            continue
+        node_slot, name_slot = op[1], op[2]
+        if node_slot not in cache or name_slot not in cache:
+            continue
+        flags = bytes([(name_slot[0] << 4) | node_slot[0], 0x00])  # two refs, none new
+        head = b"\x83D\x02" + flags + bytes([node_slot[1], name_slot[1]])
+        ctl = b"h\x04a\x06gR\x00" + bytes([0, 0, 0, 1, 0, 0, 0, 0, 1]) + b"R\x01R\x01"
+        got = dec.decode(head + ctl + b"a" + bytes([i]))
+        want = c.RegSend(Pid(1, 0, Atom(cache[node_slot]), 1), Atom(cache[name_slot]))
+        assert got == (want, i)
+
+
 def test_long_atoms_flag_and_special_atoms_through_the_cache() -> None:
     dec = DistDecoder(ME)
     # one new entry with the LongAtoms bit (the extra half byte, high nibble)
