@@ -5,7 +5,9 @@ See docs/process-model.md ("Preemption by hand-off") for the mechanism.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sys
 import threading
 import time
 
@@ -288,3 +290,45 @@ def test_a_process_killed_while_it_starts_threads_stops_and_no_new_thread_is_hit
         sys.unraisablehook = old_unraisable
     assert reasons == ["killed"] * len(stopped)
     assert all_stopped and hit == []
+
+
+@pytest.mark.skipif(
+    not hasattr(sys, "monitoring"), reason="the throttle needs sys.monitoring (3.12+)"
+)
+def test_only_a_runaways_own_async_code_waits_for_its_turn():
+    """Library, standard library and beamlet code may hold a lock at a jump: a
+    thread parked for its turn there could deadlock the runaways (a 3.12 run of
+    test_kills_never_hit_the_wrong_process did, parked inside send())."""
+    from beamlet._kernel.parker import Parker
+    from beamlet._kernel.throttle import Throttle
+
+    inside = threading.Event()
+    release = Parker()
+
+    def helper():  # a plain function, like library code
+        inside.set()
+        release.park(10)  # beamlet code on top of the stack
+
+    async def body():  # the process's own code
+        helper()
+
+    def thread_main():
+        with contextlib.suppress(StopIteration):
+            body().send(None)
+
+    t = threading.Thread(target=thread_main)
+    t.start()
+    assert inside.wait(10)
+    throttle = Throttle()
+    if not throttle.available:
+        release.unpark()
+        t.join(10)
+        pytest.skip("no GIL: the throttle is off")
+    try:
+        throttle.add(t.ident)
+        watched = set(throttle.codes)
+    finally:
+        throttle.stop()
+        release.unpark()
+        t.join(10)
+    assert watched == {body.__code__}

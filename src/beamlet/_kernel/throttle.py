@@ -6,8 +6,12 @@ busy loops therefore make the one thread that runs ordinary processes wait
 behind them for tens of milliseconds.
 
 Where ``sys.monitoring`` exists, sysmon turns on ``JUMP`` events for the code
-objects a runaway executes (from the top of its stack down to, not including,
-the scheduler loop: kernel code never gets a callback). The callback runs in
+objects a runaway executes -- only its own ``async def`` code: never beamlet's,
+and never a plain function (kernel, library or standard library code may hold a
+lock at a jump, and a thread parked for its turn while holding a lock that the
+runaway whose turn it is needs would deadlock them all; a 3.12 test run did). A
+runaway looping in a plain helper function is left to the GIL switch interval,
+as on 3.11. The callback runs in
 the runaway's own thread and makes runaways *take turns*: one runaway runs at a
 time, for ``BUDGET`` seconds if others wait, then passes the turn on (FIFO) and
 blocks without the GIL. So at most one runaway competes with the schedulers
@@ -24,9 +28,11 @@ Python 3.11 has no hook: only the GIL switch interval and the OS priority help
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
+from inspect import CO_COROUTINE
 from types import CodeType
 from typing import Any
 
@@ -118,7 +124,7 @@ class Throttle:
                 frame = frames.get(ident)
                 while frame is not None and frame.f_code is not self.stop_at:
                     code = frame.f_code
-                    if code not in self.codes and code is not _on_jump_code:
+                    if code not in self.codes and _may_wait_for_a_turn(code):
                         self.codes.add(code)
                         new.append(code)
                     frame = frame.f_back
@@ -177,4 +183,9 @@ class Throttle:
         r.since = time.perf_counter()
 
 
-_on_jump_code = Throttle._on_jump.__code__
+_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _may_wait_for_a_turn(code: CodeType) -> bool:
+    """Only a process's own ``async def`` code parks for its turn (see above)."""
+    return bool(code.co_flags & CO_COROUTINE) and not code.co_filename.startswith(_BEAMLET_DIR)
