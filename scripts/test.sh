@@ -19,4 +19,27 @@ install elixir elixir
 ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy
-exec python -m pytest "$@"
+python -m pytest "$@"
+# The kernel has version-specific paths (3.11's thread-start rule for kills, the
+# 3.12+ throttle): where pyenv holds 3.12 / 3.13, run the kernel, preemption and
+# OTP tests on them too (best effort set-up, but a failing test fails the run).
+if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1; then
+  for v in 3.12 3.13; do
+    full=$(pyenv versions --bare 2>/dev/null | grep -E "^${v}\.[0-9]+$" | tail -1 || true)
+    [ -n "$full" ] || continue
+    prefix=$(pyenv prefix "$full" 2>/dev/null) || continue
+    exe=$prefix/bin/python$v
+    venv=.venv-$v
+    if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; then
+      rm -rf "$venv"
+      if ! { "$exe" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e ".[dev]" \
+          && touch "$venv/.installed"; }; then
+        echo "could not set up Python $full: skipping the tests on it"
+        continue
+      fi
+    fi
+    echo "== kernel, preemption and OTP tests on Python $full"
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/semantics tests/otp \
+      tests/test_preemption.py tests/test_receive.py tests/test_timers.py
+  done
+fi
