@@ -130,7 +130,8 @@ def self() -> Pid:
     return proc.pid
 
 
-def _resolve(rt: Runtime, dest: Any) -> Pid:
+def _resolve(rt: Runtime, dest: Any) -> Pid | _Remote:
+    """The local pid ``dest`` names, or a :class:`_Remote` for a name on another node."""
     if type(dest) is Pid:
         return dest
     if isinstance(dest, str):
@@ -142,11 +143,13 @@ def _resolve(rt: Runtime, dest: Any) -> Pid:
         name, node = dest
         if node is None or node == rt.local_node():
             return _resolve(rt, name)
-        raise _Remote(name, node)
+        return _Remote(name, node)
     raise BadArg(f"not a pid, a registered name or a (name, node) pair: {dest!r}")
 
 
-class _Remote(Exception):
+class _Remote:
+    __slots__ = ("name", "node")
+
     def __init__(self, name: Any, node: Any) -> None:
         self.name = name
         self.node = node
@@ -174,15 +177,11 @@ def send(dest: Any, msg: Any) -> Any:
             rt.remote_alias(dest, item, current_process_or_none())
         return msg
     else:
-        if type(dest) is tuple and len(dest) == 2 and dest[1] is not None:
-            if dest[1] != rt.local_node():  # (name, node) on another node
-                rt.remote_named(dest[0], dest[1], item, current_process_or_none())
-                return msg
-        try:
-            pid = _resolve(rt, dest)
-        except _Remote as r:
-            rt.remote_named(r.name, r.node, item, current_process_or_none())
+        found = _resolve(rt, dest)
+        if isinstance(found, _Remote):
+            rt.remote_named(found.name, found.node, item, current_process_or_none())
             return msg
+        pid = found
     if pid.node is None:
         # Runtime.deliver for a local message, inlined: the hot path.
         # (``with`` and C-level appends only: see Runtime.deliver.)
@@ -318,22 +317,15 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                 # message is the oldest candidate. Test it where it is, without
                 # queueing it (the reply of a call; sent to an alias: let in only
                 # while the alias is active).
+                m = h
                 if type(h) is Sig:
-                    if (
-                        h.kind == _SIG_ALIAS_MSG
-                        and proc.aliases is not None
-                        and h.a in proc.aliases
-                    ):
-                        if not patterns or _matches_any(patterns, h.b):
-                            proc.handoff = NOTHING
-                            if mark is not None:
-                                proc.mark_ref = None
-                            return h.b
-                elif not patterns or _matches_any(patterns, h):
+                    active = h.kind == _SIG_ALIAS_MSG and proc.aliases and h.a in proc.aliases
+                    m = h.b if active else NOTHING
+                if m is not NOTHING and (not patterns or _matches_any(patterns, m)):
                     proc.handoff = NOTHING
                     if mark is not None:
                         proc.mark_ref = None
-                    return h
+                    return m
             if proc.inbox is not None or proc.handoff is not NOTHING:
                 rt.drain(proc)
                 if proc.doom is not None:
@@ -538,9 +530,7 @@ def monitor(target: Any, *, alias: bool | str = False) -> Ref:
         if pid is None or not rt.add_monitor(pid, ref, (proc.pid, target)):
             rt.deliver(proc.pid, Sig(P.SIG_DOWN, target, ref, NOPROC))
         return ref
-    if proc.aliases is not None:  # not a target: take the alias back
-        proc.aliases.pop(ref, None)
-        rt.aliases.pop(ref, None)
+    rt.drop_alias(proc, ref)  # not a target: take the alias back
     raise BadArg(f"monitor needs a pid, a registered name or (name, node), got {target!r}")
 
 
@@ -570,11 +560,7 @@ def alias() -> Ref:
 
 def unalias(ref: Ref) -> bool:
     """Deactivate an alias of the calling process; True if it was active."""
-    proc = current_process()
-    if proc.aliases is None or proc.aliases.pop(ref, None) is None:
-        return False
-    current_runtime().aliases.pop(ref, None)
-    return True
+    return current_runtime().drop_alias(current_process(), ref)
 
 
 def demonitor(ref: Ref, flush: bool = False) -> bool:
@@ -586,9 +572,8 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     proc = current_process()
     rt = current_runtime()
     target = proc.monitors.pop(ref, None) if proc.monitors else None
-    if target is not None and proc.aliases and proc.aliases.get(ref):
-        del proc.aliases[ref]  # an alias made with the monitor goes with it
-        rt.aliases.pop(ref, None)
+    if target is not None and proc.aliases:
+        rt.drop_alias(proc, ref, only_with_monitor=True)
     if type(target) is Pid:
         if target.node is None:
             rt.remove_monitor(target, ref)

@@ -653,6 +653,17 @@ class Runtime:
         elif state == _RUNNING and type(item) is Sig and item.kind == _SIG_EXIT:
             self.exit_running(proc, item)
 
+    def drop_alias(self, proc: Process, ref: Ref, only_with_monitor: bool = False) -> bool:
+        """Deactivate ``proc``'s alias ``ref`` (from its own context); True if it was
+        active. ``only_with_monitor``: only an alias made to go with its monitor
+        (``monitor(..., alias="demonitor")``), as its monitor goes."""
+        aliases = proc.aliases
+        if not aliases or ref not in aliases or (only_with_monitor and not aliases[ref]):
+            return False
+        del aliases[ref]
+        self.aliases.pop(ref, None)
+        return True
+
     def add_monitor(self, target: Pid, ref: Ref, watcher: Any) -> bool:
         """Set up a monitor of a local process at once; False if it is not alive.
 
@@ -772,9 +783,7 @@ class Runtime:
                 mons = proc.monitors
                 if mons is not None and it.a in mons:
                     del mons[it.a]
-                    if proc.aliases and proc.aliases.get(it.a):
-                        del proc.aliases[it.a]  # alias="demonitor": goes with it
-                        self.aliases.pop(it.a, None)
+                    self.drop_alias(proc, it.a, only_with_monitor=True)
                     q.append(Down(it.a, it.sender, it.b))
             elif kind == _SIG_LINK:
                 if proc.links is None:

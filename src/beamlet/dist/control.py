@@ -42,6 +42,7 @@ from beamlet.dist.etf import (
     ETFContext,
     ETFDecodeError,
     decode_term,
+    encode_term,
     encode_term_into,
 )
 from beamlet.dist.handshake import DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
@@ -680,9 +681,7 @@ class DistDecoder:
         remember: bytes | None = None,
     ) -> tuple[Control, Any]:
         if versioned:
-            if pos >= len(buf) or buf[pos] != VERSION:
-                raise ControlDecodeError(f"expected version byte 131 at offset {pos}")
-            pos += 1
+            pos = self._version(buf, pos)
         start = pos
         ctl_term, pos = decode_term(buf, pos, self.ctx, atom_cache=atoms)
         control = decode_control(ctl_term)
@@ -693,14 +692,19 @@ class DistDecoder:
                 self._known[remember] = (atoms, buf[start:pos], control)
         return self._decode_payload(buf, pos, atoms, control, versioned)
 
+    @staticmethod
+    def _version(buf: bytes, at: int) -> int:
+        """Past the version byte that starts each term of a pass-through packet."""
+        if at >= len(buf) or buf[at] != VERSION:
+            raise ControlDecodeError(f"expected version byte 131 at offset {at}")
+        return at + 1
+
     def _decode_payload(
         self, buf: bytes, pos: int, atoms: list[Any] | None, control: Control, versioned: bool
     ) -> tuple[Control, Any]:
         def term(at: int) -> tuple[Any, int]:
             if versioned:
-                if at >= len(buf) or buf[at] != VERSION:
-                    raise ControlDecodeError(f"expected version byte 131 at offset {at}")
-                at += 1
+                at = self._version(buf, at)
             return decode_term(buf, at, self.ctx, atom_cache=atoms)
 
         if isinstance(control, UnknownControl):
@@ -820,18 +824,14 @@ class DistEncoder:
         self._heads: dict[Control, bytes] = {}
 
     def _head(self, control: Control) -> bytes:
-        if type(control) in _REPEATED:  # fields are pids, atoms and refs: hashable
-            head = self._heads.get(control)
-            if head is None:
-                out = bytearray()
-                encode_term_into(out, control.to_tuple(), self.ctx)
-                if len(self._heads) >= 1024:
-                    self._heads.clear()
-                head = self._heads[control] = bytes(out)
-            return head
-        out = bytearray()
-        encode_term_into(out, control.to_tuple(), self.ctx)
-        return bytes(out)
+        if type(control) not in _REPEATED:
+            return encode_term(control.to_tuple(), self.ctx)
+        head = self._heads.get(control)  # fields are pids, atoms and refs: hashable
+        if head is None:
+            if len(self._heads) >= 1024:
+                self._heads.clear()
+            head = self._heads[control] = encode_term(control.to_tuple(), self.ctx)
+        return head
 
     def encode(self, control: Control, payload: Any = NO_PAYLOAD) -> list[bytes]:
         has = control.has_payload if isinstance(control, UnknownControl) else control.HAS_PAYLOAD
