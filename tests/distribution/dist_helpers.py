@@ -116,25 +116,23 @@ class ErlNode:
         code: str,
         extra_args: tuple[str, ...] = (),
     ) -> None:
+        self._start(name, epmd_port, [
+            erl, "-noshell", "-noinput", "-start_epmd", "false",
+            "-name", name, "-setcookie", cookie,
+            "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+            "-kernel", "net_setuptime", "5",
+            *extra_args,
+            "-eval", code,
+        ])  # fmt: skip
+
+    def _start(self, name: str, epmd_port: int, argv: list[str]) -> None:
         env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_CRASH_DUMP_BYTES="0")
-        env.pop("ERL_FLAGS", None)
-        env.pop("ERL_AFLAGS", None)
-        env.pop("ERL_ZFLAGS", None)
+        for var in ("ERL_FLAGS", "ERL_AFLAGS", "ERL_ZFLAGS", "ELIXIR_ERL_OPTIONS"):
+            env.pop(var, None)
         self.name = name
         self.proc = subprocess.Popen(
-            [
-                erl, "-noshell", "-noinput", "-start_epmd", "false",
-                "-name", name, "-setcookie", cookie,
-                "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
-                "-kernel", "net_setuptime", "5",
-                *extra_args,
-                "-eval", code,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )  # fmt: skip
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -172,27 +170,14 @@ class ElixirNode(ErlNode):
     """A real Elixir node (``elixir`` on PATH) running the script ``code``."""
 
     def __init__(self, name: str, cookie: str, epmd_port: int, code: str, workdir: Path) -> None:
-        env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_CRASH_DUMP_BYTES="0")
-        for var in ("ERL_FLAGS", "ERL_AFLAGS", "ERL_ZFLAGS", "ELIXIR_ERL_OPTIONS"):
-            env.pop(var, None)
         script = workdir / f"{name.split('@')[0]}.exs"
         script.write_text(code)
-        self.name = name
-        self.proc = subprocess.Popen(
-            [
-                "elixir", "--name", name, "--cookie", cookie,
-                "--erl", "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
-                " -kernel net_setuptime 5",
-                str(script),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        self.lines = queue.Queue()
-        self.output = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._start(name, epmd_port, [
+            "elixir", "--name", name, "--cookie", cookie,
+            "--erl", "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
+            " -kernel net_setuptime 5",
+            str(script),
+        ])  # fmt: skip
 
 
 @pytest.fixture
