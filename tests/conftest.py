@@ -7,6 +7,7 @@ returns; nothing sleeps to wait for something to happen.
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 
@@ -25,3 +26,13 @@ def schedulers(request):
 
 def have_erl() -> bool:
     return shutil.which("erl") is not None
+
+
+@pytest.fixture
+def fast_switching():
+    """Make the GIL change hands every 10 µs, so that races between scheduler
+    threads show up in a short test (restored afterwards)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.00001)
+    yield
+    sys.setswitchinterval(old)

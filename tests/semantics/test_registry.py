@@ -92,3 +92,57 @@ def test_unregister_and_whereis():
         return whereis("x") == pid, whereis("nobody")
 
     assert run(main) == (True, None)
+
+
+async def _named_then_die(name, parent):
+    try:
+        register(name, beamlet.self())
+    except BadArg:
+        send(parent, ("named", False))
+        return
+    send(parent, ("named", True))
+    await beamlet.receive("go")
+
+
+async def _watch_many_times(pid, times, parent):
+    for _ in range(times):
+        beamlet.monitor(pid)
+    send(parent, "watching")
+    await beamlet.receive("never")
+
+
+def test_a_dead_processs_name_is_free_once_its_down_or_exit_arrives(fast_switching):
+    """[REG-2] The name goes before links and monitors are told (as on the BEAM),
+    so whoever restarts a named process on its Down or Exit can take the name.
+    (Another process monitors the dying one 2,000 times: telling those takes
+    long enough for a second scheduler to run the first one told.)"""
+
+    async def main():
+        me = beamlet.self()
+        beamlet.process_flag("trap_exit", True)
+        refused = 0
+        for i in range(30):
+            if i % 2:
+                pid, ref = spawn_monitor(_named_then_die, "svc", me)
+            else:
+                pid = beamlet.spawn_link(_named_then_die, "svc", me)
+            if not (await beamlet.receive(("named", ANY), timeout=30))[1]:
+                refused += 1
+                continue
+            watcher = spawn(_watch_many_times, pid, 2000, me)
+            await beamlet.receive("watching", timeout=30)
+            send(pid, "go")
+            if i % 2:
+                await beamlet.receive(Down(ref, pid, ANY), timeout=30)
+            else:
+                await beamlet.receive(beamlet.Exit(pid, ANY), timeout=30)
+            try:
+                register("svc", me)
+            except BadArg:
+                refused += 1
+            else:
+                unregister("svc")
+            beamlet.exit(watcher, "kill")
+        return refused
+
+    assert run(main, schedulers=2) == 0

@@ -849,6 +849,15 @@ class Runtime:
             pending = [proc.handoff, *(pending or ())]
             proc.handoff = NOTHING
         pid = proc.pid
+        # Its name and aliases go first, as on the BEAM: whoever learns of the
+        # death from a link or monitor can register the name again at once.
+        if proc.name is not None:
+            with self.names_lock:
+                if self.names.get(proc.name) == pid:
+                    del self.names[proc.name]
+        if proc.aliases:
+            for alias in list(proc.aliases):
+                self.aliases.pop(alias, None)
         timer = proc.timer
         if timer is not None:
             proc.timer = None
@@ -878,13 +887,6 @@ class Runtime:
                         self.deliver(target, Sig(_SIG_DEMONITOR, pid, ref))
                 elif type(target) is tuple:
                     self.remote_named(target[0], target[1], Sig(_SIG_DEMONITOR, pid, ref), proc)
-        if proc.aliases:
-            for alias in list(proc.aliases):
-                self.aliases.pop(alias, None)
-        if proc.name is not None:
-            with self.names_lock:
-                if self.names.get(proc.name) == pid:
-                    del self.names[proc.name]
         proc.state = _DEAD
         if not proc.zombie:
             proc.coro = None
