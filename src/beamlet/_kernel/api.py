@@ -208,6 +208,16 @@ def send(dest: Any, msg: Any) -> Any:
     return msg
 
 
+def _cannot_wait(name: str, sched: Any) -> RuntimeError:
+    if sched is not None and sched.closing and sched.current is not None:
+        proc = sched.current
+        return RuntimeError(
+            f"{name}() called while process {proc.pid!r} is being killed ({proc.doom!r}): "
+            "the finally blocks of a killed process run, but it cannot wait any more"
+        )
+    return RuntimeError(f"{name}() called outside a beamlet process")
+
+
 def _take(proc: Process, q: collections.deque[Any], i: int) -> Any:
     if i == 0:
         m = q.popleft()
@@ -273,8 +283,8 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     after that Ref was made (Erlang's receive marker).
     """
     sched = _current_scheduler()
-    if sched is None or sched.current is None:
-        raise RuntimeError("receive() called outside a beamlet process")
+    if sched is None or sched.current is None or sched.closing:
+        raise _cannot_wait("receive", sched)
     proc: Process = sched.current
     q = proc.queue
     if not patterns and q and proc.inbox is None and proc.handoff is NOTHING:
@@ -294,8 +304,8 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                     proc.handoff = NOTHING
                     return h
                 break
-            if proc.inbox is not None:
-                break
+            if proc.inbox is not None or proc.queue is not None:
+                break  # (the scheduler drains an inbox before resuming: Scheduler.doomed)
             yield _WAIT
     rt = sched.rt
     pos = 0
@@ -361,8 +371,8 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
 def sleep(seconds: float) -> Generator[int, None, None]:
     """Suspend the calling process for ``seconds``; ``sleep(0)`` just yields."""
     sched = _current_scheduler()
-    if sched is None or sched.current is None:
-        raise RuntimeError("sleep() called outside a beamlet process")
+    if sched is None or sched.current is None or sched.closing:
+        raise _cannot_wait("sleep", sched)
     proc: Process = sched.current
     rt = R._current_runtime
     assert rt is not None
@@ -398,8 +408,8 @@ def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int
     thread and its result is dropped.
     """
     sched = _current_scheduler()
-    if sched is None or sched.current is None:
-        raise RuntimeError("blocking() called outside a beamlet process")
+    if sched is None or sched.current is None or sched.closing:
+        raise _cannot_wait("blocking", sched)
     proc: Process = sched.current
     rt = sched.rt
     pid = proc.pid

@@ -55,8 +55,7 @@ from types import FunctionType
 from typing import Any
 
 from beamlet._kernel import process as P
-from beamlet._kernel.asyncexc import clear as clear_async_exc
-from beamlet._kernel.asyncexc import inject as inject_async_exc
+from beamlet._kernel.kill import NO_EXC, clear_async_exc, make_killer, thread_state
 from beamlet._kernel.parker import GIL, Parker, counter
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
 from beamlet._kernel.sysmon import Sysmon
@@ -140,6 +139,7 @@ class Scheduler:
     """One scheduler thread."""
 
     __slots__ = (
+        "closing",
         "current",
         "handed_off",
         "ident",
@@ -154,6 +154,7 @@ class Scheduler:
         "seen_reductions",
         "stuck_for",
         "thread",
+        "tstate",
     )
 
     def __init__(self, rt: Runtime, index: int) -> None:
@@ -165,11 +166,13 @@ class Scheduler:
         # reductions, still RUNNING = it has not yielded since).
         self.current: Process | None = None
         self.ident = 0
+        self.tstate = 0  # its PyThreadState (kill.TraceKiller)
         self.handed_off = False  # replaced by another thread while its process ran on
-        # Killing the running process (asyncexc.py): the killer holds kill_lock.
+        # Killing the running process (kill.py): the killer holds kill_lock.
         self.kill_lock = threading.Lock()
         self.kill_pending = False
         self.masked = 0  # >0 while the process runs a kernel section that must not be cut
+        self.closing = False  # running the finally blocks of a process that dies
         # sysmon's private bookkeeping
         self.seen: Process | None = None
         self.seen_reductions = 0
@@ -188,8 +191,10 @@ class Scheduler:
         _scheduler_var.set(self)
         self.ident = threading.get_ident()
         self.native_id = threading.get_native_id()
+        self.tstate = thread_state()
         finish = rt.finish
         schedule = rt.schedule
+        asynchronous_kills = rt.killer.asynchronous
         while True:
             if self.handed_off and self.retire():
                 return
@@ -201,6 +206,11 @@ class Scheduler:
                 continue
             self.current = proc
             proc.state = _RUNNING
+            # Signals that came while it was queued (a kill sent before it first
+            # ran) take effect before its code runs. Paired with the re-read of
+            # the state in Runtime.deliver: one of the two sees the other.
+            if (proc.inbox is not None or proc.doom is not None) and self.doomed(proc):
+                continue
             proc.reductions += 1
             try:
                 trap = proc.coro.send(None)
@@ -208,13 +218,16 @@ class Scheduler:
             except BaseException as e:
                 trap = None
                 exc = e
-            # The process has stopped running on this thread. No Python call
-            # may happen before a kill aimed at it is settled (asyncexc.py).
+            # The process has stopped running on this thread. No Python frame
+            # may be entered before a kill aimed at it is settled (kill.py): an
+            # injected exception still pending would go off in it.
             self.current = None
             if self.kill_pending:
                 with self.kill_lock:
-                    clear_async_exc(self.ident)
+                    if asynchronous_kills:
+                        clear_async_exc(self.ident, NO_EXC)  # a C call, no frame
                     self.kill_pending = False
+                rt.killer.settle(self)
                 if proc.state >= _EXITING:
                     rt.bury_zombie(proc, exc)
                     continue
@@ -234,7 +247,7 @@ class Scheduler:
                     proc.state = _RUNNABLE
                     schedule(proc)
                 else:
-                    rt.kill_suspended(proc, trap)
+                    self.close(proc, trap)
             elif type(exc) is StopIteration:
                 if proc.pid == rt.main_pid:
                     proc.result = exc.value
@@ -244,7 +257,7 @@ class Scheduler:
                 # kill may have fired just after the coroutine yielded, in
                 # which case it is still suspended: close it.
                 if proc.coro.cr_frame is not None:
-                    rt.kill_suspended(proc, _DIE)
+                    self.close(proc, _DIE)
                 else:
                     finish(proc, proc.doom)
             elif isinstance(exc, ProcessExit):
@@ -253,6 +266,60 @@ class Scheduler:
                 if proc.pid != rt.main_pid:
                     log_crash(proc, exc)
                 finish(proc, exc)
+
+    def doomed(self, proc: Process) -> bool:
+        """Before resuming ``proc``: apply the signals it got while queued; if it
+        must die of one, close it instead (it does not run). True if it died."""
+        if proc.inbox is not None:
+            # Masked: kernel code in the scheduler's context, not the process's
+            # (a namedtuple's __new__ made by exec counts as process code).
+            self.masked += 1
+            try:
+                self.rt._drain(proc)
+            finally:
+                self.masked -= 1
+        if proc.doom is None:
+            return False
+        self.close(proc, _DIE)
+        self.current = None
+        if self.kill_pending:
+            self.settle_kill()
+        return True
+
+    def settle_kill(self) -> None:
+        """Forget a kill aimed at the process this thread ran (kill.py)."""
+        with self.kill_lock:
+            if self.rt.async_kills:
+                clear_async_exc(self.ident, NO_EXC)
+            self.kill_pending = False
+        self.rt.killer.settle(self)
+
+    def close(self, proc: Process, trap: Any) -> None:
+        """Close the coroutine of a suspended process that must die, then finish it.
+
+        Its ``finally`` blocks run (``GeneratorExit`` at its await point) as the
+        process itself: ``self()`` and ``send`` work there, waiting does not.
+        """
+        rt = self.rt
+        if trap != _DIE:
+            proc.doom = RuntimeError(
+                f"a beamlet process awaited something that is not a beamlet trap: {trap!r} "
+                "(asyncio objects cannot be awaited in a beamlet process)"
+            )
+            log_crash(proc, proc.doom)
+        reason = proc.doom
+        self.current = proc
+        self.closing = True
+        try:
+            proc.coro.close()
+        except BaseException as e:
+            logger.warning(
+                "process %r ignored its exit (%r) and raised while closing: %r", proc.pid, reason, e
+            )
+        finally:
+            self.closing = False
+            self.current = None
+        rt.finish(proc, reason)
 
     def retire(self) -> bool:
         """After a hand-off: rejoin the active schedulers, or park as a spare.
@@ -270,6 +337,7 @@ class Scheduler:
             with rt.sched_lock:
                 self.handed_off = False
                 rt.schedulers = [s for s in rt.schedulers if s is not self]
+            self.leave_no_work_behind()
             return True
         with rt.sched_lock:
             self.handed_off = False
@@ -278,8 +346,18 @@ class Scheduler:
                 return False
             rt.spares.append(self)
         self.current = None
+        self.leave_no_work_behind()
         self.parker.park()
         return rt.stopped
+
+    def leave_no_work_behind(self) -> None:
+        """Before this thread stops taking work: what it queued last (the DOWN
+        that woke a watcher as its runaway died) was pushed without waking
+        anyone, since a scheduler comes back for its own pushes. Wake one."""
+        rt = self.rt
+        if rt.runq:
+            rt.wake_idle()
+            rt.sysmon.poke()
 
     def idle(self) -> bool:
         """Park until there is work. Returns True when the runtime has stopped."""
@@ -324,7 +402,10 @@ class Runtime:
         self.sched_lock = threading.Lock()
         self.max_threads = max(64, 4 * n)
         self.sysmon = Sysmon(self)
-        self.throttle = Throttle(stop_at=Scheduler.loop.__code__)
+        self.loop_code = Scheduler.loop.__code__
+        self.killer = make_killer(current_scheduler)
+        self.async_kills = self.killer.asynchronous
+        self.throttle = Throttle(stop_at=Scheduler.loop.__code__, killer=self.killer)
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.blocking_threads = 64
@@ -355,6 +436,7 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self.killer.start()
         self.timers.start()
         for s in self.schedulers:
             s.start()
@@ -407,6 +489,7 @@ class Runtime:
             self.idle.clear()
         self.sysmon.stop()
         self.throttle.stop()
+        self.killer.stop()
         for s in self.schedulers:
             s.parker.unpark()
         for s in self.schedulers:
@@ -478,6 +561,16 @@ class Runtime:
             return
         self.kill_running(proc, reason)
 
+    def exit_pending(self, proc: Process) -> None:
+        """sysmon: ``proc`` has run for a tick without draining its inbox; act on
+        an exit signal in it that must stop it now."""
+        with proc.lock:
+            pending = [it for it in proc.inbox or () if type(it) is Sig and it.kind == _SIG_EXIT]
+        for sig in pending:
+            if proc.doom is not None or proc.state != _RUNNING:
+                return
+            self.exit_running(proc, sig)
+
     def linked_now(self, proc: Process, other: Pid) -> bool:
         """Whether ``proc`` is linked to ``other`` once the signals it has not
         drained yet (a runaway drains nothing) are applied."""
@@ -492,36 +585,43 @@ class Runtime:
                     linked = False
         return linked
 
-    def runs_on_a_scheduler(self, proc: Process) -> bool:
-        return any(s.current is proc for s in self.schedulers)
-
-    def kill_running(self, proc: Process, reason: Any) -> bool:
-        """Inject AsyncKill into the thread running ``proc``; False if it does not run."""
+    def running_on(self, proc: Process) -> Scheduler | None:
+        """The scheduler whose thread runs ``proc`` right now, if any."""
         for s in self.schedulers:
             if s.current is proc:
-                break
-        else:
+                return s
+        return None
+
+    def kill_running(self, proc: Process, reason: Any) -> bool:
+        """Make ``proc``, running on some thread now, die of ``reason``: aim an
+        AsyncKill at its code (kill.py) and have sysmon pursue it until its code
+        stops. False if it does not run on a thread (its next trap, or the check
+        before it is resumed, applies the signal instead)."""
+        s = self.running_on(proc)
+        if s is None:
             return False
         with s.kill_lock:
-            s.kill_pending = True
-            if s.current is not proc or s.masked:
+            s.kill_pending = True  # before the check: pairs with Scheduler.loop
+            if s.current is not proc or s.closing:
                 return False
             if proc.state != _RUNNING and not proc.zombie:
                 return False
             if proc.doom is None:
                 proc.doom = reason
-            inject_async_exc(s.ident)
-        self.throttle.wake(s.ident)
-        # Under the GIL the victim's thread must get the interpreter to raise:
-        # offer it now rather than at the end of our switch interval.
-        time.sleep(0)
+            aimed = not s.masked and self.killer.aim(s, proc)
         now = time.monotonic()
         entry = self.killing.get(proc)
         if entry is None:
             self.killing[proc] = [now, now, 1]
+            self.sysmon.poke()
         else:
             entry[1] = now
             entry[2] += 1
+        if aimed:
+            self.throttle.wake(s.ident)
+            # Under the GIL the victim's thread must get the interpreter to
+            # raise: offer it now rather than at the end of our switch interval.
+            time.sleep(0)
         return True
 
     def bury_zombie(self, proc: Process, exc: BaseException | None) -> None:
@@ -532,23 +632,6 @@ class Runtime:
             with contextlib.suppress(BaseException):
                 coro.close()
         logger.warning("process %r, declared dead while it ran, has stopped", proc.pid)
-
-    def kill_suspended(self, proc: Process, trap: Any) -> None:
-        """Close the coroutine of a suspended process that must die, then finish it."""
-        if trap != _DIE:
-            proc.doom = RuntimeError(
-                f"a beamlet process awaited something that is not a beamlet trap: {trap!r} "
-                "(asyncio objects cannot be awaited in a beamlet process)"
-            )
-            log_crash(proc, proc.doom)
-        reason = proc.doom
-        try:
-            proc.coro.close()
-        except BaseException as e:
-            logger.warning(
-                "process %r ignored its exit (%r) and raised while closing: %r", proc.pid, reason, e
-            )
-        self.finish(proc, reason)
 
     # ------------------------------------------------------------------ spawning
 
@@ -566,12 +649,12 @@ class Runtime:
         sched = _scheduler_var.get()
         if sched is None or parent is None:
             return self._spawn(fn, args, parent, link, monitor, is_main)
-        # Masked: a kill must not leave a half-made process (asyncexc.py).
+        # Masked: a kill must not leave a half-made process (kill.py).
         sched.masked += 1
         try:
-            if sched.kill_pending or not GIL:
+            if self.async_kills and (sched.kill_pending or not GIL):
                 with sched.kill_lock:
-                    clear_async_exc(sched.ident)
+                    clear_async_exc(sched.ident, NO_EXC)
             return self._spawn(fn, args, parent, link, monitor, is_main)
         finally:
             sched.masked -= 1
@@ -650,7 +733,10 @@ class Runtime:
                 self.pushed()
         elif state >= _EXITING:
             self.answer_dead(pid, item)
-        elif state == _RUNNING and type(item) is Sig and item.kind == _SIG_EXIT:
+        elif type(item) is Sig and item.kind == _SIG_EXIT and proc.state == _RUNNING:
+            # The state read again after the append: a process a scheduler
+            # starts now either sees the signal before it runs (Scheduler.loop)
+            # or is seen running here.
             self.exit_running(proc, item)
 
     def drop_alias(self, proc: Process, ref: Ref, only_with_monitor: bool = False) -> bool:
@@ -735,12 +821,12 @@ class Runtime:
         if sched is None:
             self._drain(proc)
             return
-        # Masked: a kill must not cut signal handling in half (asyncexc.py).
+        # Masked: a kill must not cut signal handling in half (kill.py).
         sched.masked += 1
         try:
-            if sched.kill_pending or not GIL:
+            if self.async_kills and (sched.kill_pending or not GIL):
                 with sched.kill_lock:
-                    clear_async_exc(sched.ident)
+                    clear_async_exc(sched.ident, NO_EXC)
             self._drain(proc)
         finally:
             sched.masked -= 1

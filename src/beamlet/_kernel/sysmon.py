@@ -112,12 +112,19 @@ class Sysmon:
                     s.stuck_for += dt
                     if s.stuck_for >= self.slice and not s.handed_off:
                         stuck.append(s)
+                    if p.inbox is not None and p not in rt.killing:
+                        # Running for a whole tick with signals it has not
+                        # drained: an exit signal among them must stop it
+                        # (a safety net; Runtime.deliver normally sees to it).
+                        rt.exit_pending(p)
                 else:
                     s.seen = p
                     s.seen_reductions = p.reductions
                     s.stuck_for = 0.0
             if rt.killing:
                 self.pursue_kills(now)
+            else:
+                rt.killer.idle()
             if rt.throttle.threads:
                 rt.throttle.refresh()
             queued = bool(rt.runq)
@@ -134,18 +141,25 @@ class Sysmon:
         """Retry kills that have not taken effect; declare dead who swallows them."""
         rt = self.rt
         mono = time.monotonic()
+        victims = []
         for proc, entry in list(rt.killing.items()):
+            s = rt.running_on(proc)
+            if s is None:
+                # It stopped running: a zombie's code has stopped; anyone else
+                # yielded, and its trap or the check before it is resumed sees
+                # its doom.
+                rt.killing.pop(proc, None)
+                continue
+            victims.append((s, proc))
             if proc.zombie:
-                # Declared dead, but its code may still run on its thread: keep
+                # Declared dead, but its code still runs on its thread: keep
                 # aiming the kill at it (it may have been out of reach, e.g. in
                 # a C call or starting a thread) until that thread lets go of it.
-                if not rt.runs_on_a_scheduler(proc):
-                    rt.killing.pop(proc, None)
-                elif mono - entry[1] >= self.tick:
+                if mono - entry[1] >= self.tick:
                     rt.kill_running(proc, proc.doom)
                 continue
             if proc.state != RUNNING:
-                rt.killing.pop(proc, None)  # it yielded: the signal does the rest
+                rt.killing.pop(proc, None)
                 continue
             first, last, _attempts = entry
             if mono - first >= ZOMBIE_AFTER and not proc.zombie:
@@ -160,6 +174,8 @@ class Sysmon:
                 rt.finish(proc, proc.doom)
             elif mono - last >= self.tick:
                 rt.kill_running(proc, proc.doom)
+        if victims:
+            rt.killer.refresh(victims, rt.loop_code)
 
     def tune_switch_interval(self) -> None:
         """While a runaway holds a thread, make the GIL change hands more often."""

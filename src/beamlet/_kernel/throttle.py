@@ -36,6 +36,7 @@ from inspect import CO_COROUTINE
 from types import CodeType
 from typing import Any
 
+from beamlet._kernel.kill import Killer
 from beamlet._kernel.parker import GIL, Parker
 
 BUDGET = 0.0005
@@ -55,8 +56,9 @@ class _Runaway:
 class Throttle:
     """Makes the threads of runaway processes take turns (a no-op where it cannot)."""
 
-    def __init__(self, stop_at: CodeType | None = None) -> None:
+    def __init__(self, stop_at: CodeType | None = None, killer: Killer | None = None) -> None:
         self.stop_at = stop_at
+        self.killer = killer if killer is not None else Killer()
         self.threads: dict[int, _Runaway] = {}
         self.codes: set[CodeType] = set()
         self.lock = threading.Lock()
@@ -178,9 +180,12 @@ class Throttle:
                     return
                 if r not in self.waiting:
                     self.waiting.append(r)
-        while self.holder != ident and ident in self.threads:
+        wants = self.killer.wants
+        while self.holder != ident and ident in self.threads and not wants(ident):
             r.parker.park()  # without the GIL, until it is our turn (or a kill wakes us)
         r.since = time.perf_counter()
+        # A jump in process code is a safe point for a kill (kill.py).
+        self.killer.fire(code)
 
 
 _BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep

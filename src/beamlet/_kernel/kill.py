@@ -1,0 +1,570 @@
+"""Killing a process while it runs: where an AsyncKill may land, and how it gets there.
+
+A process that never awaits cannot be stopped at a kernel trap: ``exit(pid,
+"kill")`` has to raise an exception inside its running code, on the thread that
+runs it. Raised at the wrong instruction, that exception does damage that
+outlives the process: between a library's ``lock.acquire()`` and its ``try``
+it leaves the lock held for everyone (seen: ``logging``'s handler lock, after
+which every process that logged hung); inside a weakref callback or a
+``__del__`` it becomes an "unraisable" exception and the kill vanishes; in a
+scheduler's own loop it kills the scheduler thread.
+
+The rule: **an AsyncKill lands only in process code**, never in the standard
+library or beamlet's kernel (:func:`is_process_code`): the process's own
+functions, third-party libraries and ``beamlet.otp``. There it is just an
+exception raised by the process's own code, which every library must already
+cope with when it calls user code; the ``finally`` blocks and ``with``
+statements below it run as it unwinds, so their locks are released.
+
+Two ways to get it there:
+
+* :class:`MonitoringKiller` (CPython 3.12+, with or without the GIL): a
+  ``sys.monitoring`` tool watches LINE and JUMP events in the process code the
+  victim runs; the callback runs *in the victim's thread*, sees that a kill is
+  aimed at the process running there and raises it, synchronously, at that
+  line. Nothing is ever pending asynchronously, so nothing can go off later in
+  the wrong place. Other threads that run the same code pay one dict lookup per
+  line while the kill is under way; the events are switched off when no kill is.
+* :class:`AsyncExcKiller` (3.11, or when no monitoring tool id is free):
+  ``PyThreadState_SetAsyncExc``, which fires at the victim's next eval-breaker
+  check. Under the GIL a thread that is not running is paused either at such a
+  check (it fires right there) or inside a C call (it fires when the call
+  returns, in the calling frame): in both cases in the thread's *top frame*. So
+  the killer samples the victim's top frame and injects only if that is process
+  code, with no eval-breaker check in between (the sample is taken by a
+  ``FOR_ITER`` over ``iter(sys._current_frames, None)``, which does not check,
+  and the next call is the injection itself). A scheduler whose process stopped
+  running clears any injection aimed at it with a *direct* call of the ctypes
+  function (entering a Python function would run the pending exception first).
+  Residual risk, documented: a garbage collection or a C function calling back
+  into Python between the sample and the firing can make it fire in that
+  callback; a swallowed kill is aimed again on sysmon's next tick.
+
+Either way sysmon pursues a killed process every tick until its code stops
+(docs/process-model.md, "Killing a running process").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import sysconfig
+import threading
+import time
+import weakref
+from types import CodeType
+from typing import TYPE_CHECKING, Any
+
+from beamlet._kernel.process import ProcessExit
+
+if TYPE_CHECKING:
+    from beamlet._kernel.process import Process
+    from beamlet._kernel.runtime import Scheduler
+
+
+class AsyncKill(ProcessExit):
+    """Raised inside a process that is killed while it runs (never awaits).
+
+    Catching it does not save the process: the kernel already decided it dies
+    (its reason is the one the exit signal carried). It is raised again on
+    sysmon's next tick while the process runs on, and a process that keeps
+    swallowing it is declared dead anyway, its links and monitors told, while
+    its thread runs on until the code stops.
+    """
+
+
+# ---------------------------------------------------------------- process code
+
+_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# beamlet code in which a kill may land: the OTP behaviours run user callbacks
+# and hold no lock of their own across them.
+_BEAMLET_PROCESS_CODE = (os.path.join(_BEAMLET_DIR, "otp") + os.sep,)
+
+
+def _stdlib_dirs() -> tuple[str, ...]:
+    dirs = set()
+    for key in ("stdlib", "platstdlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path) + os.sep)
+            dirs.add(os.path.abspath(path) + os.sep)
+    return tuple(dirs)
+
+
+_STDLIB_DIRS = _stdlib_dirs()
+_THIRD_PARTY = ("site-packages", "dist-packages")
+
+
+PROCESS, STDLIB, KERNEL = 0, 1, 2
+
+
+def _kind_of_file(filename: str) -> int:
+    if filename.startswith("<frozen "):
+        return STDLIB  # frozen standard library modules (importlib, codecs, ...)
+    if filename.startswith(_BEAMLET_DIR):
+        return PROCESS if filename.startswith(_BEAMLET_PROCESS_CODE) else KERNEL
+    for root in _STDLIB_DIRS:
+        if filename.startswith(root):
+            first = filename[len(root) :].split(os.sep, 1)[0]
+            return PROCESS if first in _THIRD_PARTY else STDLIB
+    return PROCESS
+
+
+_kinds: dict[str, int] = {}
+
+
+def code_kind(code: CodeType) -> int:
+    """PROCESS, STDLIB or KERNEL (beamlet's kernel and distribution layer)."""
+    filename = code.co_filename
+    kind = _kinds.get(filename)
+    if kind is None:
+        kind = _kinds[filename] = _kind_of_file(filename)
+    return kind
+
+
+def is_process_code(code: CodeType) -> bool:
+    """Whether a kill may land in ``code``: anything but the standard library
+    and beamlet's kernel and distribution layer (see the module docstring)."""
+    return code_kind(code) == PROCESS
+
+
+# ---------------------------------------------------------------- finalizers
+
+# Finalizers and weakref callbacks run in whatever thread drops the last
+# reference or runs the garbage collector, in the middle of that thread's code,
+# and an exception raised in them is "unraisable": printed and dropped. A kill
+# never goes off there (it would vanish): not in a ``__del__``, and not while
+# the cyclic collector runs in the thread (gc.callbacks tells when).
+_collecting: set[int] = set()
+
+
+def _gc_started(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _collecting.add(threading.get_ident())
+
+
+def _gc_stopped(phase: str, info: dict[str, Any]) -> None:
+    if phase == "stop":
+        _collecting.discard(threading.get_ident())
+
+
+def _watch_collections(on: bool) -> None:
+    """The flag is raised by the first gc callback and lowered by the last, so
+    that other libraries' gc callbacks (hypothesis has one) run inside it."""
+    import gc
+
+    for cb in (_gc_started, _gc_stopped):
+        while cb in gc.callbacks:
+            gc.callbacks.remove(cb)
+    if on:
+        gc.callbacks.insert(0, _gc_started)
+        gc.callbacks.append(_gc_stopped)
+
+
+def in_finalizer(code: CodeType, ident: int) -> bool:
+    """Whether code running on thread ``ident`` may be a finalizer or a weakref
+    callback that the garbage collector runs (a kill must not go off there)."""
+    return ident in _collecting or code.co_name == "__del__"
+
+
+# ---------------------------------------------------------------- the killers
+
+
+class Killer:
+    """How a kill reaches the code of a running process (the no-op base)."""
+
+    #: Whether the scheduler must clear an injection after its process stops.
+    asynchronous = False
+
+    def aim(self, s: Scheduler, proc: Process) -> bool:
+        """Make ``proc``, running on ``s``, raise AsyncKill at its next safe point.
+
+        Called under ``s.kill_lock`` with ``s.current is proc``. False if it
+        could not be done now (sysmon tries again on its next tick).
+        """
+        return False
+
+    def wants(self, ident: int) -> bool:
+        """Whether a kill is aimed at the process running on thread ``ident``
+        (a runaway waiting for its turn must stop waiting: throttle.py)."""
+        return False
+
+    def fire(self, code: CodeType | None = None) -> None:
+        """In the victim's thread, at a safe point in ``code``: raise the kill
+        now if one is aimed here."""
+
+    def settle(self, s: Scheduler) -> None:
+        """The process on ``s`` stopped running: forget a kill aimed at it there."""
+
+    def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
+        """sysmon, every tick while kills are under way: follow the victims' code."""
+
+    def idle(self) -> None:
+        """No kill is under way any more."""
+
+    def start(self) -> None:
+        """The runtime starts."""
+        _watch_collections(True)
+
+    def stop(self) -> None:
+        """The runtime stops."""
+        _watch_collections(False)
+
+
+# --- 3.11: PyThreadState_SetAsyncExc, only while the victim's top frame is process code
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+#: ``_set_async_exc(ident, NO_EXC)`` clears a pending injection. Call the ctypes
+#: function itself (a C call): a Python function would run the exception on entry.
+NO_EXC = ctypes.py_object()
+clear_async_exc = _set_async_exc
+
+# CPython 3.11 gives the thread state of a thread being started its creator's
+# ident until the new thread first runs, and PyThreadState_SetAsyncExc sets the
+# exception on the first thread state with that ident: the newest, the thread
+# being started. Aimed at a process that is starting a thread, the kill would
+# hit that thread in its bootstrap, before it signals that it started, and the
+# process would wait for it in ``Thread.start`` forever. 3.12 binds the ident
+# in the new thread only. So on 3.11 a kill is not injected while a
+# ``threading.Thread`` is being started (they sit in ``threading._limbo`` from
+# before their thread state exists until after it has its own ident); sysmon
+# retries on its next tick. ``_thread.start_new_thread`` called directly is not
+# covered.
+_NEW_THREADS_BORROW_IDENT = sys.version_info < (3, 12)
+_limbo: dict[threading.Thread, threading.Thread] | None = getattr(threading, "_limbo", None)
+_limbo_lock: Any = getattr(threading, "_active_limbo_lock", None)
+# A limbo entry whose start was cut short (an exception between its entry into
+# _limbo and the OS thread's creation) stays there for good; past this age an
+# unstarted entry is taken for such a leftover rather than a start under way.
+_LEFTOVER_AFTER = 0.5
+_first_seen: weakref.WeakKeyDictionary[threading.Thread, float] = weakref.WeakKeyDictionary()
+
+
+def _a_thread_is_starting() -> bool:
+    assert _limbo is not None
+    now = time.monotonic()
+    for t in list(_limbo):
+        if t._started.is_set():  # type: ignore[attr-defined]
+            continue
+        if now - _first_seen.setdefault(t, now) < _LEFTOVER_AFTER:
+            return True
+    return False
+
+
+# FOR_ITER over this calls sys._current_frames without an eval-breaker check.
+_SAMPLE_FRAMES = iter(sys._current_frames, None)
+
+
+class AsyncExcKiller(Killer):
+    """The fallback. A process declared dead (a zombie: it swallowed its kill, or
+    never ran process code for ZOMBIE_AFTER) is also shot in standard library
+    code, so that its code still stops; never in beamlet's kernel."""
+
+    asynchronous = True
+
+    def __init__(self) -> None:
+        self.kinds: dict[CodeType, int] = {}
+        self.targets: set[int] = set()  # threads a kill is aimed at, injected or not yet
+
+    def aim(self, s: Scheduler, proc: Process) -> bool:
+        self.targets.add(s.ident)
+        if _NEW_THREADS_BORROW_IDENT and _limbo is not None and _limbo_lock is not None:
+            # Holding the lock, no thread can enter _limbo (so none can start).
+            if not _limbo_lock.acquire(blocking=False):
+                return False
+            try:
+                if _a_thread_is_starting():
+                    return False
+                return self._inject_if_safe(s.ident, proc.zombie)
+            finally:
+                _limbo_lock.release()
+        return self._inject_if_safe(s.ident, proc.zombie)
+
+    def _inject_if_safe(self, ident: int, zombie: bool) -> bool:
+        kinds = self.kinds
+        worst = STDLIB if zombie else PROCESS
+        code: Any = None
+        for _ in range(3):
+            sampled = False
+            # From the sample to the injection no instruction checks the eval
+            # breaker, so the victim cannot run in between (module docstring).
+            try:
+                for frames in _SAMPLE_FRAMES:
+                    code = frames[ident].f_code
+                    sampled = True
+                    if kinds[code] <= worst and ident not in _collecting:
+                        _set_async_exc(ident, AsyncKill)
+                        return True
+                    break
+            except KeyError:
+                if not sampled:
+                    return False  # the thread is gone
+                # A code object not seen before: classify it, sample again
+                # (the victim may have moved on meanwhile).
+                kinds[code] = code_kind(code)
+                continue
+            return False
+        return False
+
+    def wants(self, ident: int) -> bool:
+        return ident in self.targets
+
+    def settle(self, s: Scheduler) -> None:
+        self.targets.discard(s.ident)
+
+
+# --- 3.11: a trace function set on the victim's thread raises the kill in its own thread
+
+_api = ctypes.pythonapi
+
+
+def _trace_trampoline() -> int | None:
+    """The C function ``sys.settrace`` installs (3.11 only; None if this
+    interpreter's thread state is not laid out as expected).
+
+    Read from this thread's own thread state while a known trace function is
+    set, after checking that ``c_traceobj`` holds exactly that function."""
+    if sys.version_info[:2] != (3, 11) or os.environ.get("BEAMLET_ASYNC_EXC_KILLS"):
+        return None
+    try:
+        _api.PyThreadState_Get.restype = ctypes.c_void_p
+        _api._PyEval_SetTrace.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.py_object)
+        _api._PyEval_SetTrace.restype = ctypes.c_int
+    except AttributeError:
+        return None
+
+    def probe(frame: Any, event: str, arg: Any) -> None:
+        return None
+
+    old = sys.gettrace()
+    if old is not None:
+        return None
+    sys.settrace(probe)
+    try:
+        ts = _api.PyThreadState_Get()
+        if ctypes.c_void_p.from_address(ts + _TRACEOBJ).value != id(probe):
+            return None
+        return ctypes.c_void_p.from_address(ts + _TRACEFUNC).value
+    finally:
+        sys.settrace(None)
+
+
+# Offsets of c_tracefunc and c_traceobj in CPython 3.11's PyThreadState
+# (Include/cpython/pystate.h), checked by _trace_trampoline before use.
+_TRACEFUNC = 72
+_TRACEOBJ = 88
+
+
+class TraceKiller(Killer):
+    """Kills land at line events of process code, raised by the victim's thread.
+
+    To aim, the killer (holding the GIL) gives the victim's thread a trace
+    function, with CPython's own ``_PyEval_SetTrace`` on that thread's state,
+    as ``threading.settrace_all_threads`` does in 3.12, and sets ``f_trace`` on
+    the process-code frames of its stack. The trace function runs in the
+    victim's thread: at the next line (or call) of process code it raises the
+    kill. CPython removes the trace function when it raises; a scheduler
+    whose process stopped running removes it itself (``sys.settrace`` on its
+    own thread) and puts back whatever tracer was there before.
+    """
+
+    def __init__(self, trampoline: int, current_scheduler: Any) -> None:
+        self.trampoline = trampoline
+        self.current_scheduler = current_scheduler
+        self.armed: dict[int, Process] = {}
+        self.saved: dict[int, tuple[int | None, int | None]] = {}
+
+    def aim(self, s: Scheduler, proc: Process) -> bool:
+        ts = s.tstate
+        if not ts:
+            return False
+        if s.ident not in self.saved:
+            self.saved[s.ident] = (
+                ctypes.c_void_p.from_address(ts + _TRACEFUNC).value,
+                ctypes.c_void_p.from_address(ts + _TRACEOBJ).value,
+            )
+        self.armed[s.ident] = proc
+        frame = getattr(proc.coro, "cr_frame", None)
+        if frame is not None:
+            frame.f_trace = self._trace
+        return _api._PyEval_SetTrace(ts, self.trampoline, self._trace) == 0
+
+    def _trace(self, frame: Any, event: str, arg: Any) -> Any:
+        ident = threading.get_ident()
+        proc = self.armed.get(ident)
+        if proc is None or not is_process_code(frame.f_code):
+            return None
+        s = self.current_scheduler()
+        if s is None or s.current is not proc or s.masked or s.closing:
+            return self._trace
+        if in_finalizer(frame.f_code, ident):
+            return self._trace
+        if event == "line" or event == "call":
+            self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
+            raise AsyncKill(proc.doom)
+        return self._trace
+
+    def wants(self, ident: int) -> bool:
+        return ident in self.armed
+
+    def settle(self, s: Scheduler) -> None:
+        # In s's own thread, after its process stopped running.
+        self.armed.pop(s.ident, None)
+        saved = self.saved.pop(s.ident, None)
+        if saved is None:
+            return
+        func, obj = saved
+        if func is None:
+            sys.settrace(None)
+        else:
+            prev = ctypes.cast(obj, ctypes.py_object).value if obj else None
+            _api._PyEval_SetTrace(s.tstate, func, prev)
+
+    def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
+        frames = sys._current_frames()
+        for s, _proc in victims:
+            frame = frames.get(s.ident)
+            while frame is not None and frame.f_code is not stop_at:
+                if frame.f_trace is None and is_process_code(frame.f_code):
+                    frame.f_trace = self._trace
+                frame = frame.f_back
+
+
+# --- 3.12+: sys.monitoring raises the kill in the victim's own thread
+
+_monitoring: Any = getattr(sys, "monitoring", None)
+
+
+class MonitoringKiller(Killer):
+    """Kills land at LINE / JUMP events of process code, raised by the victim's thread."""
+
+    def __init__(self, current_scheduler: Any) -> None:
+        self.current_scheduler = current_scheduler
+        self.armed: dict[int, Process] = {}  # thread ident -> the process to kill there
+        self.codes: set[CodeType] = set()  # code objects with events on
+        self.lock = threading.Lock()
+        self.tool: int | None = None
+        if _monitoring is None:
+            return
+        for tool in (3, 4, 5, 2):
+            try:
+                _monitoring.use_tool_id(tool, "beamlet-kill")
+            except ValueError:
+                continue
+            self.tool = tool
+            ev = _monitoring.events
+            _monitoring.register_callback(tool, ev.LINE, self._on_line)
+            _monitoring.register_callback(tool, ev.JUMP, self._on_jump)
+            break
+
+    @property
+    def available(self) -> bool:
+        return self.tool is not None
+
+    def wants(self, ident: int) -> bool:
+        return ident in self.armed
+
+    def settle(self, s: Scheduler) -> None:
+        self.armed.pop(s.ident, None)
+
+    def aim(self, s: Scheduler, proc: Process) -> bool:
+        self.armed[s.ident] = proc
+        coro = proc.coro
+        code = getattr(coro, "cr_code", None)
+        if code is not None:
+            self._watch([code])
+        return True
+
+    def fire(self, code: CodeType | None = None) -> None:
+        """In a thread at a safe point: raise the kill aimed at its process, if any."""
+        ident = threading.get_ident()
+        proc = self.armed.get(ident)
+        if proc is None:
+            return
+        s = self.current_scheduler()
+        if s is None or s.current is not proc or s.masked or s.closing:
+            return
+        if code is not None and in_finalizer(code, ident):
+            return
+        self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
+        raise AsyncKill(proc.doom)
+
+    def _on_line(self, code: CodeType, line: int) -> None:
+        if self.armed:
+            self.fire(code)
+
+    def _on_jump(self, code: CodeType, src: int, dst: int) -> None:
+        if self.armed:
+            self.fire(code)
+
+    def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
+        frames = sys._current_frames()
+        new = []
+        for s, _proc in victims:
+            frame = frames.get(s.ident)
+            while frame is not None and frame.f_code is not stop_at:
+                code = frame.f_code
+                if code not in self.codes and is_process_code(code):
+                    new.append(code)
+                frame = frame.f_back
+        if new:
+            self._watch(new)
+
+    def _watch(self, codes: list[CodeType]) -> None:
+        tool = self.tool
+        if tool is None:
+            return
+        events = _monitoring.events.LINE | _monitoring.events.JUMP
+        with self.lock:
+            new = [c for c in codes if c not in self.codes and is_process_code(c)]
+            self.codes.update(new)
+        for code in new:
+            _monitoring.set_local_events(tool, code, events)
+
+    def idle(self) -> None:
+        with self.lock:
+            if not self.codes:
+                return
+            codes, self.codes = self.codes, set()
+        self.armed.clear()
+        if self.tool is not None:
+            for code in codes:
+                _monitoring.set_local_events(self.tool, code, 0)
+
+    def stop(self) -> None:
+        super().stop()
+        self.idle()
+        tool, self.tool = self.tool, None
+        if tool is not None:
+            _monitoring.register_callback(tool, _monitoring.events.LINE, None)
+            _monitoring.register_callback(tool, _monitoring.events.JUMP, None)
+            _monitoring.free_tool_id(tool)
+
+
+_TRAMPOLINE = _trace_trampoline()
+
+
+def thread_state() -> int:
+    """The calling thread's PyThreadState address (TraceKiller aims at it); 0 if unused."""
+    if _TRAMPOLINE is None:
+        return 0
+    return int(_api.PyThreadState_Get() or 0)
+
+
+def make_killer(current_scheduler: Any) -> Killer:
+    """The best way to deliver kills on this interpreter (see the module docstring).
+
+    ``BEAMLET_ASYNC_EXC_KILLS=1`` in the environment forces the fallback (tests).
+    """
+    if os.environ.get("BEAMLET_ASYNC_EXC_KILLS"):
+        return AsyncExcKiller()
+    if _monitoring is not None:
+        killer = MonitoringKiller(current_scheduler)
+        if killer.available:
+            return killer
+    if _TRAMPOLINE is not None:
+        return TraceKiller(_TRAMPOLINE, current_scheduler)
+    return AsyncExcKiller()

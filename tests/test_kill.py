@@ -1,0 +1,334 @@
+"""A kill always takes effect, lands only in its target's own code, and never
+leaves a lock held (docs/process-model.md, "Killing a running process";
+docs/semantics.md [EXIT-2], [EXIT-9])."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+from tests.conftest import run
+
+import beamlet
+from beamlet import ANY, Down, exit, receive, send, sleep, spawn, spawn_monitor
+
+
+@pytest.fixture
+def thread_deaths():
+    """Exceptions that end a thread (a scheduler killed by a stray kill) or that
+    Python could not raise ("unraisable": a kill swallowed by a weakref callback)."""
+    seen: list[str] = []
+    old_hook, old_unraisable = threading.excepthook, sys.unraisablehook
+    threading.excepthook = lambda a: seen.append(f"{a.thread.name}: {a.exc_value!r}")
+    sys.unraisablehook = lambda a: seen.append(f"unraisable: {a.exc_value!r} in {a.object!r} {a.err_msg}")
+    yield seen
+    threading.excepthook, sys.unraisablehook = old_hook, old_unraisable
+
+
+async def runaway(parent=None):
+    if parent is not None:
+        send(parent, ("running", beamlet.self()))
+    x = 0
+    while True:
+        x += 1
+
+
+async def short_loops():
+    while True:
+        x = 0
+        for _ in range(10):
+            x += 1
+        await sleep(0)
+
+
+def test_a_process_killed_before_it_first_runs_never_runs():
+    """[EXIT-9]"""
+
+    async def tattler(parent):
+        send(parent, "I ran")
+
+    async def main():
+        pid, ref = spawn_monitor(tattler, beamlet.self())
+        exit(pid, "kill")  # main still holds the only scheduler: it has not run
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        with pytest.raises(TimeoutError):
+            await receive("I ran", timeout=0.05)
+        return down.reason
+
+    assert run(main, schedulers=1) == "killed"
+
+
+def test_a_kill_sent_before_a_runaway_first_runs_stops_it():
+    """[EXIT-9] The runaway would never reach a trap to see the signal."""
+
+    async def main():
+        pid, ref = spawn_monitor(runaway)
+        exit(pid, "kill")
+        return (await receive(Down(ref, pid, ANY), timeout=30)).reason
+
+    assert run(main, schedulers=1) == "killed"
+
+
+def test_a_thousand_runaways_spawned_and_killed_at_once_all_die():
+    """[EXIT-9]"""
+
+    async def main():
+        procs = [spawn_monitor(runaway) for _ in range(1000)]
+        for pid, _ in procs:
+            exit(pid, "kill")
+        reasons = set()
+        for pid, ref in procs:
+            reasons.add((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons, beamlet.statistics().processes
+
+    assert run(main, schedulers=1) == ({"killed"}, 1)
+
+
+def test_an_exit_signal_that_arrives_as_a_runaway_starts_still_stops_it():
+    """[EXIT-9] Killed while queued or just as a scheduler picks it up: either
+    the scheduler sees the signal before resuming it, or the sender sees it run."""
+
+    async def main():
+        me = beamlet.self()
+        reasons = set()
+        for _ in range(100):
+            pid, ref = spawn_monitor(runaway)
+            await sleep(0)  # let a scheduler pick it up, or not
+            beamlet.exit(pid, "stop")
+            reasons.add((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        send(me, "done")
+        return reasons
+
+    assert run(main, schedulers=2) == {"stop"}
+
+
+def _kill_short_loopers(seconds: float, schedulers: int) -> int:
+    async def main():
+        rounds = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            procs = [spawn_monitor(short_loops) for _ in range(16)]
+            await sleep(0.001)
+            for pid, _ in procs:
+                exit(pid, "kill")
+            for pid, ref in procs:
+                assert (await receive(Down(ref, pid, ANY), timeout=30)).reason == "killed"
+            rounds += 1
+        return rounds
+
+    return run(main, schedulers=schedulers)
+
+
+def test_kills_of_processes_that_keep_yielding_never_escape_into_a_scheduler(
+    thread_deaths, fast_switching
+):
+    """A kill aimed at a process that yields as the kill arrives must not go off
+    in the scheduler that ran it (issue: "AsyncKill escapes into the scheduler")."""
+    assert _kill_short_loopers(1.0, schedulers=4) > 0
+    assert thread_deaths == []
+
+
+def _readers_left_blocked() -> str:
+    async def reader(parent, sock):
+        send(parent, "ready")
+        try:
+            await beamlet.blocking(sock.recv, 1024)
+        except OSError:
+            pass
+
+    async def main():
+        pairs = [socket.socketpair() for _ in range(70)]
+        me = beamlet.self()
+        for a, _ in pairs:
+            spawn(reader, me, a)
+        for _ in pairs:
+            await receive("ready", timeout=30)
+        spawn(lambda_like)
+        for _, b in pairs:
+            b.close()
+        return "ok"
+
+    async def lambda_like():
+        await beamlet.blocking(lambda: 42)
+
+    return run(main, schedulers=None)
+
+
+def test_processes_left_blocked_in_blocking_at_exit_never_kill_a_scheduler(thread_deaths):
+    assert _readers_left_blocked() == "ok"
+    assert thread_deaths == []
+
+
+@pytest.mark.slow
+def test_stress_kills_never_escape_into_a_scheduler(thread_deaths):
+    """The issue's two repros, many times (BEAMLET_STRESS_ROUNDS, default 20)."""
+    for _ in range(int(os.environ.get("BEAMLET_STRESS_ROUNDS", "20"))):
+        assert _kill_short_loopers(2.0, schedulers=4) > 0
+        assert _readers_left_blocked() == "ok"
+        assert thread_deaths == []
+
+
+def test_killing_processes_that_log_in_a_loop_never_leaves_the_handler_lock_held():
+    """A kill that lands in logging between a lock's acquire and its try would
+    leave the handler locked for every other process (seen before kill.py)."""
+    logger = logging.getLogger("beamlet.tests.kill")
+    handler = logging.StreamHandler(open(os.devnull, "w"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    async def chatty(parent):
+        send(parent, "started")
+        n = 0
+        while True:
+            logger.info("line %d", n)
+            n += 1
+
+    async def main():
+        reasons = []
+        for _ in range(30):
+            procs = [spawn_monitor(chatty, beamlet.self()) for _ in range(4)]
+            for _ in procs:
+                await receive("started", timeout=30)
+            for pid, _ in procs:
+                exit(pid, "kill")
+            for pid, ref in procs:
+                reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    try:
+        reasons = run(main, schedulers=2)
+        free = handler.lock.acquire(timeout=5)
+        if free:
+            handler.lock.release()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert set(reasons) == {"killed"}
+    assert free, "a kill left the logging handler's lock held"
+
+
+def test_a_kill_is_not_swallowed_by_weakref_callbacks_or_finalizers(thread_deaths):
+    """Garbage collection runs weakref callbacks (WeakSet's) in whatever thread
+    allocates: a kill that went off there became "unraisable" and vanished."""
+
+    class Thing:
+        pass
+
+    async def churner(parent):
+        things = weakref.WeakSet()
+        send(parent, "started")
+        while True:
+            t = Thing()
+            t.cycle = t  # collected by the cyclic GC, in this thread
+            things.add(t)
+            del t
+
+    async def main():
+        reasons = []
+        for _ in range(20):
+            pid, ref = spawn_monitor(churner, beamlet.self())
+            await receive("started", timeout=30)
+            exit(pid, "kill")
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    old = gc.get_threshold()
+    try:
+        reasons = run(main, schedulers=2, gc_thresholds=(100, 5, 5))
+    finally:
+        gc.set_threshold(*old)
+    assert set(reasons) == {"killed"}
+    assert thread_deaths == []
+
+
+def test_a_killed_process_that_starts_threads_in_a_loop_stops():
+    """It spends its time in the standard library (Thread.start, join): the kill
+    waits for its own code, which it reaches every iteration."""
+    stopped = [threading.Event() for _ in range(10)]
+
+    async def starter(parent, i):
+        send(parent, "started")
+        try:
+            while True:
+                t = threading.Thread(target=int)
+                t.start()
+                t.join()
+        finally:
+            stopped[i].set()
+
+    async def main():
+        reasons = []
+        for i in range(len(stopped)):
+            pid, ref = spawn_monitor(starter, beamlet.self(), i)
+            await receive("started", timeout=30)
+            exit(pid, "kill")
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        all_stopped = await beamlet.blocking(lambda: all(ev.wait(30) for ev in stopped))
+        return reasons, all_stopped
+
+    assert run(main, schedulers=1) == (["killed"] * 10, True)
+
+
+def test_finally_blocks_of_a_killed_process_run_as_it_but_cannot_wait(caplog):
+    """[EXIT-2]"""
+
+    async def tidy(parent):
+        try:
+            send(parent, "waiting")
+            await receive("never")
+        finally:
+            send(parent, ("cleaning up", beamlet.self()))
+            await sleep(0.01)  # not allowed any more: it is being killed
+
+    async def main():
+        pid, ref = spawn_monitor(tidy, beamlet.self())
+        await receive("waiting", timeout=30)
+        exit(pid, "shutdown")
+        cleanup = await receive(("cleaning up", ANY), timeout=30)
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        return cleanup[1] == pid, down.reason
+
+    with caplog.at_level(logging.WARNING, logger="beamlet"):
+        assert run(main) == (True, "shutdown")
+    assert "being killed ('shutdown')" in caplog.text
+    assert "cannot wait any more" in caplog.text
+
+
+def test_the_down_of_a_killed_runaway_reaches_a_watcher_while_every_scheduler_idles():
+    """The runaway's thread finishes it and wakes the watcher, then parks as a
+    spare: it must not leave the watcher queued while every other scheduler
+    idles. (The kill comes from a pool thread once the watcher waits.)"""
+
+    def kill_once_waiting(watcher, victim):
+        deadline = time.monotonic() + 30
+        while beamlet.process_info(watcher)["status"] != "waiting":
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.0005)
+        beamlet.exit(victim, "kill")
+
+    async def killer(watcher, victim):
+        await beamlet.blocking(kill_once_waiting, watcher, victim)
+
+    async def main():
+        me = beamlet.self()
+        reasons = []
+        for _ in range(10):
+            pid, ref = spawn_monitor(runaway, me)
+            await receive(("running", pid), timeout=30)
+            deadline = time.monotonic() + 30
+            while beamlet.statistics().held_by_runaways == 0 and time.monotonic() < deadline:
+                await sleep(0.001)  # until sysmon has handed its thread off
+            spawn(killer, me, pid)
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=10)).reason)
+        return reasons
+
+    assert run(main, schedulers=1) == ["killed"] * 10
