@@ -10,6 +10,7 @@ from tests.conftest import run
 import beamlet
 from beamlet import ANY, Atom, Down, Exit, receive, send, spawn
 from beamlet.otp import (
+    CallError,
     CallTimeout,
     GenServer,
     NoReply,
@@ -286,6 +287,48 @@ def test_a_cast_to_a_dead_server_or_unknown_name_is_dropped():
         return "fine"
 
     assert run(main) == "fine"
+
+
+class SelfCaller(GenServer):
+    """Calls itself from a callback, by every form of its address."""
+
+    async def handle_call(self, request, from_):
+        if request == "get":
+            return "unreachable"
+        try:
+            # Without the check this waits for the 1 s timeout: "timeout", not "calling_self".
+            if request == "stop me":
+                await stop(beamlet.self(), timeout=1)
+            else:
+                await call(request, "get", timeout=1)
+        except CallError as e:
+            return (e.reason, str(e))
+        return "no error"
+
+
+def test_a_server_that_calls_itself_gets_calling_self_at_once():
+    async def main():
+        pid = await SelfCaller.start_link(name="selfish")
+        answers = [
+            await call(pid, target)
+            for target in (pid, "selfish", ("selfish", beamlet.node()), "stop me")
+        ]
+        return answers, beamlet.is_alive(pid)
+
+    answers, alive = run(main)
+    assert [reason for reason, _ in answers] == ["calling_self"] * 4
+    assert "cannot wait for its own reply" in answers[0][1]
+    assert alive  # the error is the caller's to handle; uncaught, it crashes the server
+
+
+def test_a_plain_process_calling_itself_gets_calling_self():
+    async def main():
+        try:
+            await call(beamlet.self(), "anything", timeout=1)
+        except CallError as e:
+            return type(e).__name__, e.reason
+
+    assert run(main) == ("CallError", "calling_self")
 
 
 _ = Exit

@@ -242,7 +242,11 @@ async def stop(server: Any, reason: Any = "normal", timeout: float | None = None
     """Stop a server and wait until it has exited: its ``terminate(reason)``
     runs, then it exits with ``reason`` (gen_server:stop). Raises
     :class:`ServerExit` with reason noproc if it is not running, or with the
-    reason it exited with if that is not ``reason``."""
+    reason it exited with if that is not ``reason``. A server that stops itself
+    this way gets :class:`CallError` ``"calling_self"`` (return ``Stop`` instead)."""
+    me = beamlet.self()
+    if gen.is_self(server, me):
+        raise gen.calling_self(server, me)
     ref = beamlet.monitor(server)
     try:
         beamlet.send(
