@@ -310,3 +310,23 @@ def test_dynamic_supervisor_starts_on_demand_up_to_max_children_and_restarts():
         return info.value.reason, restarted, count["active"]
 
     assert logged(main) == ("max_children", [("started", "a")], 2)
+
+
+def test_which_children_has_one_shape_for_both_supervisors():
+    async def main():
+        sup = await Supervisor.start_link([spec("a")])
+        dyn = await DynamicSupervisor.start_link()
+        b = await DynamicSupervisor.start_child(dyn, spec("b"))
+        await events(2)
+        a = await pid_of(sup, "a")
+        return (
+            await which_children(sup),
+            await which_children(dyn),
+            await DynamicSupervisor.which_children(dyn),
+            a,
+            b,
+        )
+
+    static, dynamic, via_class, a, b = logged(main)
+    assert static == [("a", a, "worker")]
+    assert dynamic == via_class == [(None, b, "worker")]  # OTP: {undefined, Pid, worker, Mods}

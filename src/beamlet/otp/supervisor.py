@@ -344,7 +344,8 @@ async def _stop_child(pid: Pid, shutdown: float | str) -> Any:
 
 
 async def which_children(sup: Any) -> list[tuple[Any, Pid | None, str]]:
-    """[(id, pid or None, type)] in start order."""
+    """[(id, pid or None, type)] in start order; of a DynamicSupervisor, with id None
+    (one shape for both, as OTP's: its dynamic children have no ids)."""
     return await gen.call(sup, ("which_children",), timeout=None)
 
 
@@ -427,7 +428,8 @@ class DynamicSupervisor(GenServer):
             raise KeyError(pid)
 
     @staticmethod
-    async def which_children(sup: Any) -> list[tuple[Pid, str]]:
+    async def which_children(sup: Any) -> list[tuple[None, Pid | None, str]]:
+        """[(None, pid, type)]: Supervisor's shape, with no ids (OTP's ``undefined``)."""
         return await gen.call(sup, ("which_children",), timeout=None)
 
     @staticmethod
@@ -453,7 +455,7 @@ class DynamicSupervisor(GenServer):
             await _stop_child(request[1], spec.shutdown)
             return "ok"
         if op == "which_children":
-            return [(pid, spec.type) for pid, spec in self.children.items()]
+            return [(None, pid, spec.type) for pid, spec in self.children.items()]
         if op == "count_children":
             specs = list(self.children.values())
             return {
