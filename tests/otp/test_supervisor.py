@@ -8,6 +8,7 @@ from tests.conftest import run
 import beamlet
 from beamlet import ANY, Down, receive, send
 from beamlet.otp import (
+    ChildRunning,
     ChildSpec,
     DynamicSupervisor,
     GenServer,
@@ -254,8 +255,11 @@ def test_admin_functions():
             await start_child(sup, spec("b"))  # already present
         await terminate_child(sup, "b")
         await events(1)
-        with pytest.raises(StartError):
-            await delete_child(sup, "a")  # running
+        with pytest.raises(ChildRunning, match="'a' is running: terminate_child it first"):
+            await delete_child(sup, "a")
+        with pytest.raises(ChildRunning) as running:
+            await restart_child(sup, "a")
+        assert running.value.reason == "running" and running.value.child_id == "a"
         await delete_child(sup, "b")
         with pytest.raises(KeyError):
             await restart_child(sup, "b")

@@ -32,7 +32,7 @@ from typing import Any
 import beamlet
 from beamlet import ANY, Down, Exit, Pid, ProcessExit
 from beamlet.otp import gen
-from beamlet.otp.errors import StartError
+from beamlet.otp.errors import ChildRunning, StartError
 from beamlet.otp.gen_server import GenServer, Stop, is_normal_exit
 
 logger = logging.getLogger("beamlet.otp")
@@ -370,22 +370,29 @@ async def terminate_child(sup: Any, child_id: Any) -> None:
 
 
 async def restart_child(sup: Any, child_id: Any) -> Pid:
-    """Start a stopped child again; returns its pid."""
+    """Start a stopped child again; returns its pid. Raises KeyError if there is
+    no such child, :class:`ChildRunning` if it runs, StartError if it fails to start."""
     result = await gen.call(sup, ("restart_child", child_id), timeout=None)
     if result[0] != "ok":
-        if result == ("error", "not_found"):
-            raise KeyError(child_id)
+        _raise_child_error(child_id, result[1])
         raise StartError(result[1])
     return result[1]
 
 
 async def delete_child(sup: Any, child_id: Any) -> None:
-    """Remove the spec of a stopped child."""
+    """Remove the spec of a stopped child. Raises KeyError if there is no such
+    child, :class:`ChildRunning` if it runs (``terminate_child`` it first)."""
     result = await gen.call(sup, ("delete_child", child_id), timeout=None)
     if result != "ok":
-        if result == ("error", "not_found"):
-            raise KeyError(child_id)
-        raise StartError(result[1])
+        _raise_child_error(child_id, result[1])
+        raise RuntimeError(f"delete_child({child_id!r}): {result!r}")
+
+
+def _raise_child_error(child_id: Any, reason: Any) -> None:
+    if reason == "not_found":
+        raise KeyError(child_id)
+    if reason in ("running", "restarting"):
+        raise ChildRunning(child_id, reason)
 
 
 class DynamicSupervisor(GenServer):
