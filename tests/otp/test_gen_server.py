@@ -157,6 +157,23 @@ def test_a_server_crash_in_a_call_raises_in_the_caller_with_the_reason(caplog):
     )
 
 
+def test_a_crash_report_names_the_server_by_its_name_only_if_it_has_one(caplog):
+    async def main():
+        for name in (None, "named_counter"):
+            pid = await Counter.start(name=name)
+            with pytest.raises(ServerExit):
+                await call(pid, "crash")
+        return beamlet.self()
+
+    with caplog.at_level(logging.ERROR, logger="beamlet.otp"):
+        parent = run(main)
+    reports = [r.getMessage() for r in caplog.records if "crash report" in r.getMessage()]
+    assert len(reports) == 2
+    assert f"(parent {parent!r}) crashed in a callback" in reports[0]
+    assert "registered as" not in reports[0]
+    assert f"(registered as 'named_counter', parent {parent!r})" in reports[1]
+
+
 def test_a_call_times_out_and_the_late_reply_never_reaches_the_mailbox():
     async def main():
         pid = await Counter.start()

@@ -220,12 +220,12 @@ def _report(
     """A crash report (proc_lib's): who, ancestors, last message, traceback."""
     if not logger.isEnabledFor(logging.ERROR):
         return
-    info = beamlet.process_info(me) or {}
+    name = (beamlet.process_info(me) or {}).get("registered_name")
     logger.error(
-        "crash report: %s %r (registered as %r, parent %r) %s\n  last message: %r\n  reason: %r%s",
+        "crash report: %s %r (%sparent %r) %s\n  last message: %r\n  reason: %r%s",
         type(server).__qualname__,
         me,
-        info.get("registered_name"),
+        "" if name is None else f"registered as {name!r}, ",
         parent,
         {
             "init": "failed in init",
