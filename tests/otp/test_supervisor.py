@@ -334,3 +334,38 @@ def test_which_children_has_one_shape_for_both_supervisors():
     static, dynamic, via_class, a, b = logged(main)
     assert static == [("a", a, "worker")]
     assert dynamic == via_class == [(None, b, "worker")]  # OTP: {undefined, Pid, worker, Mods}
+
+
+def test_a_child_spec_start_may_pass_keyword_arguments():
+    async def body(tag, *, suffix):
+        send("log", ("body", tag + suffix))
+        await receive("never")
+
+    async def main():
+        sup = await Supervisor.start_link(
+            [
+                ChildSpec(id="kw", start=(Child.start_link, ("kw",), {"name": "kw_server"})),
+                {"id": "d", "start": (Child, ("dict",), {"name": "dict_server"})},
+                (Child, ("pair",), {"name": "pair_server"}),
+                (body, ("fn",), {"suffix": "+kw"}),
+            ],
+            intensity=5,
+        )
+        started = await events(4)
+        named = [await pid_of(sup, i) == beamlet.whereis(n) for i, n in
+                 (("kw", "kw_server"), ("d", "dict_server"))]  # fmt: skip
+        await crash(sup, "kw")  # restarted with the same keyword arguments
+        restarted = await events(1)
+        return started, named, restarted, await pid_of(sup, "kw") == beamlet.whereis("kw_server")
+
+    started, named, restarted, renamed = logged(main)
+    assert started == [
+        ("started", "kw"), ("started", "dict"), ("started", "pair"), ("body", "fn+kw")
+    ]  # fmt: skip
+    assert named == [True, True] and restarted == [("started", "kw")] and renamed
+
+
+def test_a_child_spec_with_a_malformed_start_is_refused_at_once():
+    for start in ((Child.start_link,), (Child.start_link, ("a",), ["not", "a", "dict"]), "x"):
+        with pytest.raises(TypeError, match=r"start must be \(start_fn, args\)"):
+            ChildSpec(id="bad", start=start)

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal
 
 import beamlet
 from beamlet import ANY, Down, Exit, Pid, ProcessExit
@@ -37,6 +38,14 @@ from beamlet.otp.gen_server import GenServer, Stop, is_normal_exit
 
 logger = logging.getLogger("beamlet.otp")
 
+Restart = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+Shutdown = float | Literal["brutal_kill", "infinity"]
+ChildType = Literal["worker", "supervisor"]
+StartFn = Callable[..., Awaitable[Pid]]
+#: ``(start_fn, args)`` or ``(start_fn, args, kwargs)``: ``await start_fn(*args, **kwargs)``.
+Start = tuple[StartFn, tuple[Any, ...]] | tuple[StartFn, tuple[Any, ...], Mapping[str, Any]]
+
 RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
@@ -45,18 +54,29 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 class ChildSpec:
     """How to start and stop one child (OTP's child_spec).
 
-    ``start``: ``(start_fn, args)`` where ``start_fn(*args)`` is an async
-    function that starts the child *linked to the caller* and returns its pid
-    (like ``MyServer.start_link``).
+    ``start``: ``(start_fn, args)`` or ``(start_fn, args, kwargs)`` where
+    ``start_fn(*args, **kwargs)`` is an async function that starts the child
+    *linked to the caller* and returns its pid (like ``MyServer.start_link``).
     """
 
     id: Any
-    start: tuple[Callable[..., Awaitable[Pid]], tuple[Any, ...]]
-    restart: str = "permanent"
-    shutdown: float | str = 5.0
-    type: str = "worker"
+    start: Start
+    restart: Restart = "permanent"
+    shutdown: Shutdown = 5.0
+    type: ChildType = "worker"
 
     def __post_init__(self) -> None:
+        start = self.start
+        if not (
+            isinstance(start, tuple)
+            and len(start) in (2, 3)
+            and callable(start[0])
+            and isinstance(start[1], tuple | list)
+            and (len(start) == 2 or isinstance(start[2], Mapping))
+        ):
+            raise TypeError(
+                f"start must be (start_fn, args) or (start_fn, args, kwargs), got {start!r}"
+            )
         if self.restart not in RESTARTS:
             raise ValueError(f"restart must be one of {RESTARTS}, got {self.restart!r}")
         if self.type not in ("worker", "supervisor"):
@@ -70,51 +90,53 @@ class ChildSpec:
             )
 
 
-async def _spawn_linked(fn: Callable[..., Awaitable[Any]], *args: Any) -> Pid:
-    return beamlet.spawn_link(fn, *args)
+async def _spawn_linked(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Pid:
+    return beamlet.spawn_link(functools.partial(fn, **kwargs) if kwargs else fn, *args)
+
+
+def _is_server(fn: Any) -> bool:
+    return isinstance(fn, type) and issubclass(fn, GenServer)
 
 
 def child_spec(child: Any) -> ChildSpec:
     """Normalise a child: a ChildSpec, a dict of its fields, a GenServer subclass
-    (started with ``start_link()``), ``(GenServerSubclass, args)``, or
-    ``(async_fn, args)`` -- a plain process body, spawned linked."""
+    (started with ``start_link()``), ``(GenServerSubclass, args[, kwargs])``, or
+    ``(async_fn, args[, kwargs])`` -- a plain process body, spawned linked."""
     if isinstance(child, ChildSpec):
         return child
     if isinstance(child, dict):
         spec = dict(child)
         if "start" in spec and not isinstance(spec["start"], tuple):
             spec["start"] = (spec["start"], ())
-        if (
-            isinstance(spec.get("start"), tuple)
-            and isinstance(spec["start"][0], type)
-            and issubclass(spec["start"][0], GenServer)
-        ):
+        start = spec.get("start")
+        if isinstance(start, tuple) and start and _is_server(start[0]):
             spec["start"] = (
-                spec["start"][0].start_link,
-                tuple(spec["start"][1]) if len(spec["start"]) > 1 else (),
+                (start[0].start_link, *start[1:]) if len(start) > 1 else (start[0].start_link, ())
             )
         if spec.get("type") == "supervisor":
             spec.setdefault("shutdown", "infinity")
         return ChildSpec(**spec)
-    if isinstance(child, type) and issubclass(child, GenServer):
-        return _server_spec(child, ())
-    if isinstance(child, tuple) and len(child) == 2:
-        fn, args = child
+    if _is_server(child):
+        return _server_spec(child, (), {})
+    if isinstance(child, tuple) and len(child) in (2, 3):
+        fn, args, *rest = child
         args = tuple(args) if isinstance(args, list | tuple) else (args,)
-        if isinstance(fn, type) and issubclass(fn, GenServer):
-            return _server_spec(fn, args)
+        kwargs = dict(rest[0]) if rest else {}
+        if _is_server(fn):
+            return _server_spec(fn, args, kwargs)
         if callable(fn):
             return ChildSpec(
-                id=getattr(fn, "__qualname__", repr(fn)), start=(_spawn_linked, (fn, *args))
+                id=getattr(fn, "__qualname__", repr(fn)),
+                start=(_spawn_linked, (fn, *args), kwargs),
             )
     raise TypeError(f"not a child spec: {child!r}")
 
 
-def _server_spec(cls: type[GenServer], args: tuple[Any, ...]) -> ChildSpec:
+def _server_spec(cls: type[GenServer], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChildSpec:
     is_sup = issubclass(cls, Supervisor)
     return ChildSpec(
         id=cls.__qualname__,
-        start=(cls.start_link, args),
+        start=(cls.start_link, args, kwargs),
         type="supervisor" if is_sup else "worker",
         shutdown="infinity" if is_sup else 5.0,
     )
@@ -135,14 +157,16 @@ class Supervisor(GenServer):
     async def start_link(  # type: ignore[override]
         cls,
         children: Iterable[Any] = (),
-        strategy: str = "one_for_one",
+        strategy: Strategy = "one_for_one",
         intensity: int = 1,
         period: float = 5.0,
         name: str | None = None,
     ) -> Pid:
         return await super().start_link(list(children), strategy, intensity, period, name=name)
 
-    async def init(self, children: list[Any], strategy: str, intensity: int, period: float) -> Any:
+    async def init(
+        self, children: list[Any], strategy: Strategy, intensity: int, period: float
+    ) -> Any:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         beamlet.process_flag("trap_exit", True)
@@ -307,9 +331,9 @@ def _too_many_restarts(restarts: collections.deque[float], intensity: int, perio
 
 
 async def _start(spec: ChildSpec) -> Pid:
-    fn, args = spec.start
+    fn, args, *kwargs = spec.start
     try:
-        pid = await fn(*args)
+        pid = await fn(*args, **(kwargs[0] if kwargs else {}))
     except StartError:
         raise
     except Exception as e:
@@ -319,7 +343,7 @@ async def _start(spec: ChildSpec) -> Pid:
     return pid
 
 
-async def _stop_child(pid: Pid, shutdown: float | str) -> Any:
+async def _stop_child(pid: Pid, shutdown: Shutdown) -> Any:
     """Stop one child as OTP does: monitor, unlink (forgetting its Exit), then
     ``shutdown`` and, after the timeout, ``kill``. Returns its exit reason."""
     ref = beamlet.monitor(pid)
@@ -504,7 +528,12 @@ class DynamicSupervisor(GenServer):
 
 __all__ = [
     "ChildSpec",
+    "ChildType",
     "DynamicSupervisor",
+    "Restart",
+    "Shutdown",
+    "Start",
+    "Strategy",
     "Supervisor",
     "child_spec",
     "count_children",
