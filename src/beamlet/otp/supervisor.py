@@ -12,7 +12,10 @@ Each child's ``restart`` says when it is restarted: ``permanent`` always,
 (shutdown, _)), ``temporary`` never. More than ``intensity`` restarts within
 ``period`` seconds (OTP's default: 1 in 5; Elixir's is 3 in 5 — beamlet follows
 OTP) and the supervisor gives up: it stops every child and exits with reason
-``"shutdown"``, which its own supervisor sees.
+``"shutdown"``, which its own supervisor sees. A restart whose start fails is
+tried again from a message the supervisor casts to itself (OTP's
+try_again_restart), each try counting toward the intensity; Supervisor and
+DynamicSupervisor share this one restart path.
 
 Stopping a child (``shutdown``): seconds to wait after an exit signal
 ``"shutdown"`` before ``"kill"``; ``"brutal_kill"`` kills at once;
@@ -31,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import beamlet
-from beamlet import ANY, Down, Exit, Pid, ProcessExit
+from beamlet import ANY, Atom, Down, Exit, Pid, Ref
 from beamlet.otp import gen
 from beamlet.otp.errors import ChildRunning, StartError
 from beamlet.otp.gen_server import GenServer, Stop, is_normal_exit
@@ -45,6 +48,9 @@ ChildType = Literal["worker", "supervisor"]
 StartFn = Callable[..., Awaitable[Pid]]
 #: ``(start_fn, args)`` or ``(start_fn, args, kwargs)``: ``await start_fn(*args, **kwargs)``.
 Start = tuple[StartFn, tuple[Any, ...]] | tuple[StartFn, tuple[Any, ...], Mapping[str, Any]]
+
+#: What a supervisor casts to itself to try a failed restart again (OTP's message).
+TRY_AGAIN_RESTART = Atom("try_again_restart")
 
 RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
@@ -146,12 +152,144 @@ def _server_spec(cls: type[GenServer], args: tuple[Any, ...], kwargs: dict[str, 
 class _Child:
     spec: ChildSpec
     pid: Pid | None = None
+    #: Set while a failed restart waits for its try_again_restart message.
+    retry: Ref | None = None
 
 
-class Supervisor(GenServer):
-    """A supervisor: ``await Supervisor.start_link(children, strategy=..., ...)``."""
+class _Supervising(GenServer):
+    """What Supervisor and DynamicSupervisor share: restart intensity, the one
+    restart path (with OTP's try_again_restart) and stopping children.
+
+    A subclass keeps its children in start order (``_children``), says which
+    children restart together (``_group``) and what becomes of a child that
+    will not be restarted (``_drop``).
+    """
 
     start_timeout = None  # children may take their time to start
+
+    def _init_supervising(self, intensity: int, period: float) -> None:
+        beamlet.process_flag("trap_exit", True)
+        self.intensity = intensity
+        self.period = period
+        self.restarts: collections.deque[float] = collections.deque()
+        self.by_pid: dict[Pid, _Child] = {}
+        self.retries: dict[Ref, _Child] = {}
+
+    def _children(self) -> list[_Child]:
+        raise NotImplementedError
+
+    def _group(self, child: _Child) -> list[_Child]:
+        """The children to stop and start again, in start order, when ``child`` restarts."""
+        return [child]
+
+    def _drop(self, child: _Child) -> None:
+        """``child`` exited and will not be restarted."""
+        raise NotImplementedError
+
+    # -- exits and restarts ------------------------------------------------
+
+    async def handle_info(self, msg: Any) -> Any:
+        if type(msg) is not Exit:
+            return await super().handle_info(msg)
+        child = self.by_pid.get(msg.pid) if msg.pid is not None else None
+        if child is None:
+            return None  # a child we already stopped, or an unrelated link
+        self._set_pid(child, None)
+        spec = child.spec
+        if spec.restart == "temporary" or (
+            spec.restart == "transient" and is_normal_exit(msg.reason)
+        ):
+            self._drop(child)
+            return None
+        logger.error(
+            "%s %r: child %r %r (%s) exited with %r; restarting",
+            self._kind, beamlet.self(), spec.id, msg.pid, spec.restart, msg.reason,
+        )  # fmt: skip
+        return await self._restart(child)
+
+    async def _restart(self, child: _Child) -> Any:
+        """Restart ``child`` (and its group). A start that fails is tried again
+        from a message the supervisor casts to itself, so that it handles
+        what is queued (a shutdown, a terminate_child) in between; every try
+        counts toward the restart intensity (OTP's try_again_restart)."""
+        if _too_many_restarts(self.restarts, self.intensity, self.period):
+            logger.error(
+                "%s %r: reached max restart intensity (%d in %s s): shutting down",
+                self._kind, beamlet.self(), self.intensity, self.period,
+            )  # fmt: skip
+            await self._stop_all(self._children())
+            return Stop("shutdown")
+        group = self._group(child)
+        await self._stop_all(group)
+        for c in group:
+            try:
+                self._set_pid(c, await _start(c.spec))
+            except StartError as e:
+                logger.error(
+                    "%s %r: restarting %r failed: %r; trying again",
+                    self._kind, beamlet.self(), c.spec.id, e.reason,
+                )  # fmt: skip
+                c.retry = beamlet.make_ref()
+                self.retries[c.retry] = c
+                gen.cast(beamlet.self(), (TRY_AGAIN_RESTART, c.retry))
+                return None
+        return None
+
+    async def handle_cast(self, request: Any) -> Any:
+        if type(request) is tuple and len(request) == 2 and request[0] == TRY_AGAIN_RESTART:
+            child = self.retries.pop(request[1], None)
+            if child is None:
+                return None  # started, stopped or deleted since
+            child.retry = None
+            return await self._restart(child)
+        return await super().handle_cast(request)
+
+    # -- stopping ----------------------------------------------------------
+
+    async def terminate(self, reason: Any) -> None:
+        await self._stop_all(self._children())
+
+    async def _stop_all(self, children: list[_Child]) -> None:
+        """Stop the running ones of ``children``, in reverse start order."""
+        for child in reversed(children):
+            if child.pid is not None:
+                await _stop_child(child.pid, child.spec.shutdown)
+                self._set_pid(child, None)
+
+    def _set_pid(self, child: _Child, pid: Pid | None) -> None:
+        if child.pid is not None:
+            self.by_pid.pop(child.pid, None)
+        child.pid = pid
+        if pid is not None:
+            self.by_pid[pid] = child
+            self._cancel_retry(child)
+
+    def _cancel_retry(self, child: _Child) -> None:
+        if child.retry is not None:
+            self.retries.pop(child.retry, None)
+            child.retry = None
+
+    @staticmethod
+    def _status(child: _Child) -> Pid | str | None:
+        """which_children's second field: the pid, "restarting", or None."""
+        if child.pid is not None:
+            return child.pid
+        return "restarting" if child.retry is not None else None
+
+    def _counts(self) -> dict[str, int]:
+        children = self._children()
+        return {
+            "specs": len(children),
+            "active": sum(1 for c in children if c.pid is not None),
+            "supervisors": sum(1 for c in children if c.spec.type == "supervisor"),
+            "workers": sum(1 for c in children if c.spec.type == "worker"),
+        }
+
+    _kind = "supervisor"
+
+
+class Supervisor(_Supervising):
+    """A supervisor: ``await Supervisor.start_link(children, strategy=..., ...)``."""
 
     @classmethod
     async def start_link(  # type: ignore[override]
@@ -169,13 +307,9 @@ class Supervisor(GenServer):
     ) -> Any:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        beamlet.process_flag("trap_exit", True)
+        self._init_supervising(intensity, period)
         self.strategy = strategy
-        self.intensity = intensity
-        self.period = period
-        self.restarts: collections.deque[float] = collections.deque()
         self.children: list[_Child] = []
-        self.by_pid: dict[Pid, _Child] = {}
         ids = set()
         for c in children:
             spec = child_spec(c)
@@ -191,82 +325,25 @@ class Supervisor(GenServer):
                 return Stop(("failed_to_start_child", child.spec.id, e.reason))
         return None
 
-    # -- exits -----------------------------------------------------------
+    def _children(self) -> list[_Child]:
+        return self.children
 
-    async def handle_info(self, msg: Any) -> Any:
-        if type(msg) is not Exit:
-            return await super().handle_info(msg)
-        index = self._index_of_pid(msg.pid) if msg.pid is not None else None
-        if index is None:
-            return None  # a child we already stopped, or an unrelated link
-        child = self.children[index]
-        self._set_pid(child, None)
-        spec = child.spec
-        if spec.restart == "temporary" or (
-            spec.restart == "transient" and is_normal_exit(msg.reason)
-        ):
-            if spec.restart == "temporary":
-                del self.children[index]
-            return None
-        logger.error(
-            "supervisor %r: child %r (%s) exited with %r; restarting (%s)",
-            beamlet.self(), spec.id, spec.restart, msg.reason, self.strategy,
-        )  # fmt: skip
-        return await self._restart(index)
+    def _group(self, child: _Child) -> list[_Child]:
+        if self.strategy == "one_for_all":
+            return list(self.children)
+        if self.strategy == "rest_for_one":
+            return self.children[self.children.index(child) :]
+        return [child]
 
-    async def _restart(self, index: int) -> Any:
-        if _too_many_restarts(self.restarts, self.intensity, self.period):
-            logger.error(
-                "supervisor %r: reached max restart intensity (%d in %s s): shutting down",
-                beamlet.self(), self.intensity, self.period,
-            )  # fmt: skip
-            await self._stop_all(self.children)
-            return Stop("shutdown")
-        if self.strategy == "one_for_one":
-            group = [self.children[index]]
-        elif self.strategy == "one_for_all":
-            group = list(self.children)
-        else:
-            group = self.children[index:]
-        await self._stop_all([c for c in group if c.pid is not None])
-        for child in group:
-            try:
-                self._set_pid(child, await _start(child.spec))
-            except StartError as e:
-                logger.error(
-                    "supervisor %r: restarting %r failed: %r",
-                    beamlet.self(),
-                    child.spec.id,
-                    e.reason,
-                )
-                self._set_pid(child, None)
-                return await self._restart(self.children.index(child))
-        return None
+    def _drop(self, child: _Child) -> None:
+        if child.spec.restart == "temporary":
+            self.children.remove(child)
+        # a transient child that exited normally keeps its spec (restart_child)
 
-    async def terminate(self, reason: Any) -> None:
-        await self._stop_all(self.children)
-
-    async def _stop_all(self, children: list[_Child]) -> None:
-        for child in reversed(children):
-            if child.pid is not None:
-                await _stop_child(child.pid, child.spec.shutdown)
-                self._set_pid(child, None)
-
-    def _set_pid(self, child: _Child, pid: Pid | None) -> None:
-        if child.pid is not None:
-            self.by_pid.pop(child.pid, None)
-        child.pid = pid
-        if pid is not None:
-            self.by_pid[pid] = child
-
-    def _index_of_pid(self, pid: Pid) -> int | None:
-        child = self.by_pid.get(pid)
-        return None if child is None else self.children.index(child)
-
-    def _index_of_id(self, child_id: Any) -> int | None:
-        for i, c in enumerate(self.children):
+    def _find(self, child_id: Any) -> _Child | None:
+        for c in self.children:
             if c.spec.id == child_id:
-                return i
+                return c
         return None
 
     # -- the supervisor API, served as calls ----------------------------------
@@ -274,48 +351,41 @@ class Supervisor(GenServer):
     async def handle_call(self, request: Any, from_: gen.From) -> Any:
         op = request[0]
         if op == "which_children":
-            return [(c.spec.id, c.pid, c.spec.type) for c in self.children]
+            return [(c.spec.id, self._status(c), c.spec.type) for c in self.children]
         if op == "count_children":
-            return {
-                "specs": len(self.children),
-                "active": sum(1 for c in self.children if c.pid is not None),
-                "supervisors": sum(1 for c in self.children if c.spec.type == "supervisor"),
-                "workers": sum(1 for c in self.children if c.spec.type == "worker"),
-            }
+            return self._counts()
         if op == "start_child":
             spec = child_spec(request[1])
-            if self._index_of_id(spec.id) is not None:
+            if self._find(spec.id) is not None:
                 return ("error", "already_present")
-            child = _Child(spec)
+            new = _Child(spec)
             try:
-                self._set_pid(child, await _start(spec))
+                self._set_pid(new, await _start(spec))
             except StartError as e:
                 return ("error", e.reason)
-            self.children.append(child)
-            return ("ok", child.pid)
-        index = self._index_of_id(request[1])
-        if index is None:
+            self.children.append(new)
+            return ("ok", new.pid)
+        child = self._find(request[1])
+        if child is None:
             return ("error", "not_found")
-        child = self.children[index]
         if op == "terminate_child":
-            if child.pid is not None:
-                await _stop_child(child.pid, child.spec.shutdown)
-                self._set_pid(child, None)
+            await self._stop_all([child])
+            self._cancel_retry(child)
             if child.spec.restart == "temporary":
-                del self.children[index]
+                self.children.remove(child)
             return "ok"
+        if op in ("restart_child", "delete_child") and (
+            child.pid is not None or child.retry is not None
+        ):
+            return ("error", "running" if child.pid is not None else "restarting")
         if op == "restart_child":
-            if child.pid is not None:
-                return ("error", "running")
             try:
                 self._set_pid(child, await _start(child.spec))
             except StartError as e:
                 return ("error", e.reason)
             return ("ok", child.pid)
         if op == "delete_child":
-            if child.pid is not None:
-                return ("error", "running")
-            del self.children[index]
+            self.children.remove(child)
             return "ok"
         return ("error", ("unknown_request", request))
 
@@ -367,9 +437,11 @@ async def _stop_child(pid: Pid, shutdown: Shutdown) -> Any:
 # -- client functions ------------------------------------------------------------
 
 
-async def which_children(sup: Any) -> list[tuple[Any, Pid | None, str]]:
-    """[(id, pid or None, type)] in start order; of a DynamicSupervisor, with id None
-    (one shape for both, as OTP's: its dynamic children have no ids)."""
+async def which_children(sup: Any) -> list[tuple[Any, Pid | str | None, str]]:
+    """[(id, pid, type)] in start order; pid is None for a stopped child and
+    ``"restarting"`` while a failed restart waits to be tried again. Of a
+    DynamicSupervisor, with id None (one shape for both, as OTP's: its dynamic
+    children have no ids)."""
     return await gen.call(sup, ("which_children",), timeout=None)
 
 
@@ -419,13 +491,15 @@ def _raise_child_error(child_id: Any, reason: Any) -> None:
         raise ChildRunning(child_id, reason)
 
 
-class DynamicSupervisor(GenServer):
-    """Children started on demand (one_for_one), at most ``max_children``.
+class DynamicSupervisor(_Supervising):
+    """Children started on demand, each restarted alone (one_for_one), at most
+    ``max_children`` (None: no limit).
 
-    ``pid = await DynamicSupervisor.start_child(sup, child)``.
+    ``sup = await DynamicSupervisor.start_link(intensity=1, period=5.0,
+    max_children=None, name=None)``; ``pid = await DynamicSupervisor.start_child(sup, child)``.
     """
 
-    start_timeout = None
+    _kind = "dynamic supervisor"
 
     @classmethod
     async def start_link(  # type: ignore[override]
@@ -438,15 +512,21 @@ class DynamicSupervisor(GenServer):
         return await super().start_link(intensity, period, max_children, name=name)
 
     async def init(self, intensity: int, period: float, max_children: int | None) -> None:
-        beamlet.process_flag("trap_exit", True)
-        self.intensity = intensity
-        self.period = period
+        self._init_supervising(intensity, period)
         self.max_children = max_children
-        self.restarts: collections.deque[float] = collections.deque()
-        self.children: dict[Pid, ChildSpec] = {}
+        # Insertion-ordered: start order, and O(1) removal of one of many children.
+        self.children: dict[_Child, None] = {}
+
+    def _children(self) -> list[_Child]:
+        return list(self.children)
+
+    def _drop(self, child: _Child) -> None:
+        del self.children[child]
 
     @staticmethod
     async def start_child(sup: Any, child: Any) -> Pid:
+        """Start ``child`` (a child spec or a shorthand) under ``sup``; returns its pid.
+        Raises StartError (``"max_children"`` past the limit)."""
         result = await gen.call(sup, ("start_child", child), timeout=None)
         if result[0] != "ok":
             raise StartError(result[1])
@@ -454,13 +534,15 @@ class DynamicSupervisor(GenServer):
 
     @staticmethod
     async def terminate_child(sup: Any, pid: Pid) -> None:
+        """Stop the child ``pid`` and forget it. Raises KeyError if it is not a child."""
         result = await gen.call(sup, ("terminate_child", pid), timeout=None)
         if result != "ok":
             raise KeyError(pid)
 
     @staticmethod
-    async def which_children(sup: Any) -> list[tuple[None, Pid | None, str]]:
-        """[(None, pid, type)]: Supervisor's shape, with no ids (OTP's ``undefined``)."""
+    async def which_children(sup: Any) -> list[tuple[None, Pid | str | None, str]]:
+        """[(None, pid, type)]: Supervisor's shape, with no ids (OTP's ``undefined``);
+        ``"restarting"`` instead of the pid while a failed restart waits to be tried again."""
         return await gen.call(sup, ("which_children",), timeout=None)
 
     @staticmethod
@@ -472,58 +554,25 @@ class DynamicSupervisor(GenServer):
         if op == "start_child":
             if self.max_children is not None and len(self.children) >= self.max_children:
                 return ("error", "max_children")
-            spec = child_spec(request[1])
+            new = _Child(child_spec(request[1]))
             try:
-                pid = await _start(spec)
+                self._set_pid(new, await _start(new.spec))
             except StartError as e:
                 return ("error", e.reason)
-            self.children[pid] = spec
-            return ("ok", pid)
+            self.children[new] = None
+            return ("ok", new.pid)
         if op == "terminate_child":
-            if request[1] not in self.children:
+            child = self.by_pid.get(request[1]) if type(request[1]) is Pid else None
+            if child is None:
                 return ("error", "not_found")
-            spec = self.children.pop(request[1])
-            await _stop_child(request[1], spec.shutdown)
+            await self._stop_all([child])
+            del self.children[child]
             return "ok"
         if op == "which_children":
-            return [(None, pid, spec.type) for pid, spec in self.children.items()]
+            return [(None, self._status(c), c.spec.type) for c in self.children]
         if op == "count_children":
-            specs = list(self.children.values())
-            return {
-                "specs": len(specs),
-                "active": len(specs),
-                "supervisors": sum(1 for s in specs if s.type == "supervisor"),
-                "workers": sum(1 for s in specs if s.type == "worker"),
-            }
+            return self._counts()
         return ("error", ("unknown_request", request))
-
-    async def handle_info(self, msg: Any) -> Any:
-        if type(msg) is not Exit or msg.pid not in self.children:
-            return await super().handle_info(msg) if type(msg) is not Exit else None
-        spec = self.children.pop(msg.pid)
-        if spec.restart == "temporary" or (
-            spec.restart == "transient" and is_normal_exit(msg.reason)
-        ):
-            return None
-        if _too_many_restarts(self.restarts, self.intensity, self.period):
-            logger.error(
-                "dynamic supervisor %r: reached max restart intensity: shutting down",
-                beamlet.self(),
-            )
-            await self.terminate("shutdown")
-            return Stop("shutdown")
-        try:
-            pid = await _start(spec)
-        except StartError as e:
-            logger.error("dynamic supervisor %r: restart failed: %r", beamlet.self(), e.reason)
-            return None
-        self.children[pid] = spec
-        return None
-
-    async def terminate(self, reason: Any) -> None:
-        for pid, spec in reversed(list(self.children.items())):
-            await _stop_child(pid, spec.shutdown)
-        self.children.clear()
 
 
 __all__ = [
@@ -543,4 +592,3 @@ __all__ = [
     "terminate_child",
     "which_children",
 ]
-_ = ProcessExit
