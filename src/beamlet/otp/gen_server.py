@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import traceback
+from types import TracebackType
 from typing import Any, ClassVar
 
 import beamlet
@@ -234,8 +236,23 @@ def _report(
         }[where],
         last,
         exc if exc is not None else reason,
-        "\n" + "".join(traceback.format_exception(exc)) if exc is not None else "",
+        "\n" + "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc)))
+        if exc is not None
+        else "",
     )
+
+
+_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_traceback(exc: BaseException) -> TracebackType | None:
+    """The traceback of ``exc`` from its first frame outside beamlet (not this
+    module's loop): a crash report starts at the user's callback, as Elixir's
+    do. All of it if every frame is beamlet's."""
+    tb = first = exc.__traceback__
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_BEAMLET_DIR):
+        first = first.tb_next
+    return tb if first is None else first
 
 
 async def stop(server: Any, reason: Any = "normal", timeout: float | None = None) -> None:
