@@ -237,6 +237,26 @@ def test_stop_from_handle_call_replies_then_terminates():
     assert run(main) == ("bye", "done", "done")
 
 
+def test_stop_without_a_reply_from_handle_call_replies_none_and_stops():
+    class Quitter(GenServer):
+        async def handle_call(self, request, from_):
+            return Stop("normal")
+
+        async def terminate(self, reason):
+            send("terminate_watcher", ("terminated", reason))
+
+    async def main():
+        beamlet.register("terminate_watcher", beamlet.self())
+        pid = await Quitter.start()
+        ref = beamlet.monitor(pid)
+        answer = await call(pid, "quit")
+        terminated = await receive(("terminated", ANY), timeout=30)
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        return answer, terminated[1], down.reason
+
+    assert run(main) == (None, "normal", "normal")
+
+
 def test_stop_runs_terminate_and_waits_for_the_exit():
     async def main():
         beamlet.register("terminate_watcher", beamlet.self())

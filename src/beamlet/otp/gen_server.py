@@ -22,7 +22,8 @@ callbacks you need::
 Callback results, as OTP's:
 
 * ``handle_call`` returns the reply; :data:`NoReply` to reply later with
-  :func:`reply`; ``Stop(reason, reply)`` to reply and stop.
+  :func:`reply`; ``Stop(reason, reply)`` to reply and stop (``Stop(reason)``
+  replies None).
 * ``handle_cast`` / ``handle_info`` return None, or ``Stop(reason)``.
 * ``init`` returns None, or ``Stop(reason)`` to refuse to start (the starter
   gets :class:`StartError`); an exception in ``init`` does the same.
