@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import run
 
 import beamlet
-from beamlet import ANY, Atom, Down, Exit, receive, send, spawn
+from beamlet import ANY, Atom, Down, receive, send, spawn
 from beamlet.otp import (
     CallError,
     CallTimeout,
@@ -366,6 +366,3 @@ def test_a_plain_process_calling_itself_gets_calling_self():
             return type(e).__name__, e.reason
 
     assert run(main) == ("CallError", "calling_self")
-
-
-_ = Exit

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import beamlet
-from beamlet import ANY, Atom, BadArg, Down, Exit, Pid, Ref
+from beamlet import ANY, Atom, BadArg, Down, Pid, Ref
 from beamlet.otp.errors import CallError, CallTimeout, ServerExit, StartError
 
 GEN_CALL = Atom("$gen_call")
@@ -165,4 +165,3 @@ def _flush_exit(pid: Pid) -> None:
 
 
 __all__ = ["GEN_CALL", "GEN_CAST", "From", "call", "cast", "reply", "start"]
-_ = Exit

@@ -301,4 +301,3 @@ __all__ = [
     "replace_state",
     "stop",
 ]
-_ = (ANY, Down)
