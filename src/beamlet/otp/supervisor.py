@@ -166,6 +166,7 @@ class _Supervising(GenServer):
     """
 
     start_timeout = None  # children may take their time to start
+    _kind = "supervisor"  # in log lines
 
     def _init_supervising(self, intensity: int, period: float) -> None:
         beamlet.process_flag("trap_exit", True)
@@ -284,8 +285,6 @@ class _Supervising(GenServer):
             "supervisors": sum(1 for c in children if c.spec.type == "supervisor"),
             "workers": sum(1 for c in children if c.spec.type == "worker"),
         }
-
-    _kind = "supervisor"
 
 
 class Supervisor(_Supervising):
