@@ -69,10 +69,23 @@ async def crash(sup, child_id):
     await receive(Down(ref, ANY, ANY), timeout=30)
 
 
+async def shut_down_linked():
+    """Stop what main started linked (its supervision trees), newest first, as an
+    application's stop would, so that nothing is restarting or logging when
+    run() ends and kills what is left."""
+    for pid in sorted(beamlet.process_info(beamlet.self())["links"], reverse=True):
+        beamlet.unlink(pid)
+        ref = beamlet.monitor(pid)
+        beamlet.exit(pid, "shutdown")
+        await receive(Down(ref, pid, ANY), timeout=30)
+
+
 def logged(main, *args, **kw):
     async def wrapper():
         beamlet.register("log", beamlet.self())
-        return await main(*args)
+        result = await main(*args)
+        await shut_down_linked()
+        return result
 
     return run(wrapper, **kw)
 
