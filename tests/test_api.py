@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import beamlet
 
@@ -31,11 +33,43 @@ def test_the_names_the_issues_fix_are_exported():
 
 
 def test_the_package_init_defines_nothing_itself():
+    # Only imports, __all__, and the lazy loading of the heavy rooms (PEP 562).
     tree = ast.parse((SRC / "__init__.py").read_text())
     for node in tree.body:
+        if isinstance(node, ast.If):  # if TYPE_CHECKING: imports for type checkers
+            assert ast.unparse(node.test) == "_typing.TYPE_CHECKING" and not node.orelse
+            assert all(isinstance(n, ast.ImportFrom) for n in node.body)
+            continue
+        if isinstance(node, ast.FunctionDef):
+            assert node.name in ("__getattr__", "__dir__"), node.name
+            continue
         assert isinstance(node, ast.Import | ast.ImportFrom | ast.Assign | ast.Expr), ast.dump(node)
         if isinstance(node, ast.Assign):
-            assert [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"]
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            assert names in (["__all__"], ["_LAZY"]), names
+
+
+def test_import_beamlet_loads_neither_distribution_nor_otp_until_a_name_is_used():
+    # A fresh interpreter: this one has long imported everything.
+    code = """if True:
+        import sys
+        import beamlet
+        assert not [m for m in sys.modules if m.startswith(("beamlet.dist", "beamlet.otp"))]
+        assert "rpc" in dir(beamlet) and "ping" in dir(beamlet)
+        assert callable(beamlet.rpc.expose)  # docs/interop.md: beamlet.rpc after import beamlet
+        assert "beamlet.dist" in sys.modules
+        assert beamlet.otp.GenServer.__name__ == "GenServer"
+        from beamlet import NodeDown, ping
+        assert ping is beamlet.dist.ping and NodeDown is beamlet.dist.NodeDown
+        try:
+            beamlet.no_such_name
+        except AttributeError as e:
+            assert "no_such_name" in str(e)
+        else:
+            raise AssertionError("no AttributeError")
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
 
 
 def _imports(path: pathlib.Path) -> set[str]:

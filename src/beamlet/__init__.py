@@ -3,7 +3,14 @@
 Lightweight isolated processes (``async def`` functions) that share nothing and
 talk by message passing; scheduler threads; links, monitors and exit signals
 with Erlang's semantics. Start with :func:`run`.
+
+The distribution layer and the OTP behaviours load on first use: ``import
+beamlet`` pays for neither until a node starts or one of their names
+(``beamlet.rpc``, ``beamlet.otp``, ``beamlet.ping``, ...) is touched.
 """
+
+import importlib as _importlib
+import typing as _typing
 
 from beamlet._boot import run
 from beamlet._kernel.api import (
@@ -41,10 +48,40 @@ from beamlet._kernel.copying import register_immutable
 from beamlet._kernel.process import ANY, BadArg, Down, Exit, ProcessExit
 from beamlet.terms import Atom, Pid, Ref
 
-# isort: off
-# Last: beamlet.dist and beamlet.otp import the names above from this package.
-from beamlet.dist import NodeDown, connect, disconnect, monitor_node, nodes, ping
-# isort: on
+if _typing.TYPE_CHECKING:
+    from beamlet import dist as dist
+    from beamlet import otp as otp
+    from beamlet import rpc as rpc
+    from beamlet.dist import NodeDown, connect, disconnect, monitor_node, nodes, ping
+
+# Loaded by __getattr__ on first use: name -> the module that defines it (a
+# submodule is its own module). They import the names above from this package.
+_LAZY = {
+    "NodeDown": "beamlet.dist",
+    "connect": "beamlet.dist",
+    "disconnect": "beamlet.dist",
+    "monitor_node": "beamlet.dist",
+    "nodes": "beamlet.dist",
+    "ping": "beamlet.dist",
+    "dist": "beamlet.dist",
+    "otp": "beamlet.otp",
+    "rpc": "beamlet.rpc",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'beamlet' has no attribute {name!r}")
+    loaded = _importlib.import_module(module)
+    value = loaded if module == f"beamlet.{name}" else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ANY",

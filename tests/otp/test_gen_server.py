@@ -8,8 +8,9 @@ import pytest
 from tests.conftest import run
 
 import beamlet
-from beamlet import ANY, Atom, Down, Exit, receive, send, spawn
+from beamlet import ANY, Atom, Down, receive, send, spawn
 from beamlet.otp import (
+    CallError,
     CallTimeout,
     GenServer,
     NoReply,
@@ -156,6 +157,23 @@ def test_a_server_crash_in_a_call_raises_in_the_caller_with_the_reason(caplog):
     )
 
 
+def test_a_crash_report_names_the_server_by_its_name_only_if_it_has_one(caplog):
+    async def main():
+        for name in (None, "named_counter"):
+            pid = await Counter.start(name=name)
+            with pytest.raises(ServerExit):
+                await call(pid, "crash")
+        return beamlet.self()
+
+    with caplog.at_level(logging.ERROR, logger="beamlet.otp"):
+        parent = run(main)
+    reports = [r.getMessage() for r in caplog.records if "crash report" in r.getMessage()]
+    assert len(reports) == 2
+    assert f"(parent {parent!r}) crashed in a callback" in reports[0]
+    assert "registered as" not in reports[0]
+    assert f"(registered as 'named_counter', parent {parent!r})" in reports[1]
+
+
 def test_a_call_times_out_and_the_late_reply_never_reaches_the_mailbox():
     async def main():
         pid = await Counter.start()
@@ -217,6 +235,26 @@ def test_stop_from_handle_call_replies_then_terminates():
         return answer, terminated[1], down.reason
 
     assert run(main) == ("bye", "done", "done")
+
+
+def test_stop_without_a_reply_from_handle_call_replies_none_and_stops():
+    class Quitter(GenServer):
+        async def handle_call(self, request, from_):
+            return Stop("normal")
+
+        async def terminate(self, reason):
+            send("terminate_watcher", ("terminated", reason))
+
+    async def main():
+        beamlet.register("terminate_watcher", beamlet.self())
+        pid = await Quitter.start()
+        ref = beamlet.monitor(pid)
+        answer = await call(pid, "quit")
+        terminated = await receive(("terminated", ANY), timeout=30)
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        return answer, terminated[1], down.reason
+
+    assert run(main) == (None, "normal", "normal")
 
 
 def test_stop_runs_terminate_and_waits_for_the_exit():
@@ -288,4 +326,43 @@ def test_a_cast_to_a_dead_server_or_unknown_name_is_dropped():
     assert run(main) == "fine"
 
 
-_ = Exit
+class SelfCaller(GenServer):
+    """Calls itself from a callback, by every form of its address."""
+
+    async def handle_call(self, request, from_):
+        if request == "get":
+            return "unreachable"
+        try:
+            # Without the check this waits for the 1 s timeout: "timeout", not "calling_self".
+            if request == "stop me":
+                await stop(beamlet.self(), timeout=1)
+            else:
+                await call(request, "get", timeout=1)
+        except CallError as e:
+            return (e.reason, str(e))
+        return "no error"
+
+
+def test_a_server_that_calls_itself_gets_calling_self_at_once():
+    async def main():
+        pid = await SelfCaller.start_link(name="selfish")
+        answers = [
+            await call(pid, target)
+            for target in (pid, "selfish", ("selfish", beamlet.node()), "stop me")
+        ]
+        return answers, beamlet.is_alive(pid)
+
+    answers, alive = run(main)
+    assert [reason for reason, _ in answers] == ["calling_self"] * 4
+    assert "cannot wait for its own reply" in answers[0][1]
+    assert alive  # the error is the caller's to handle; uncaught, it crashes the server
+
+
+def test_a_plain_process_calling_itself_gets_calling_self():
+    async def main():
+        try:
+            await call(beamlet.self(), "anything", timeout=1)
+        except CallError as e:
+            return type(e).__name__, e.reason
+
+    assert run(main) == ("CallError", "calling_self")

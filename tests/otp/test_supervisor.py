@@ -8,6 +8,7 @@ from tests.conftest import run
 import beamlet
 from beamlet import ANY, Down, receive, send
 from beamlet.otp import (
+    ChildRunning,
     ChildSpec,
     DynamicSupervisor,
     GenServer,
@@ -68,10 +69,23 @@ async def crash(sup, child_id):
     await receive(Down(ref, ANY, ANY), timeout=30)
 
 
+async def shut_down_linked():
+    """Stop what main started linked (its supervision trees), newest first, as an
+    application's stop would, so that nothing is restarting or logging when
+    run() ends and kills what is left."""
+    for pid in sorted(beamlet.process_info(beamlet.self())["links"], reverse=True):
+        beamlet.unlink(pid)
+        ref = beamlet.monitor(pid)
+        beamlet.exit(pid, "shutdown")
+        await receive(Down(ref, pid, ANY), timeout=30)
+
+
 def logged(main, *args, **kw):
     async def wrapper():
         beamlet.register("log", beamlet.self())
-        return await main(*args)
+        result = await main(*args)
+        await shut_down_linked()
+        return result
 
     return run(wrapper, **kw)
 
@@ -254,8 +268,11 @@ def test_admin_functions():
             await start_child(sup, spec("b"))  # already present
         await terminate_child(sup, "b")
         await events(1)
-        with pytest.raises(StartError):
-            await delete_child(sup, "a")  # running
+        with pytest.raises(ChildRunning, match="'a' is running: terminate_child it first"):
+            await delete_child(sup, "a")
+        with pytest.raises(ChildRunning) as running:
+            await restart_child(sup, "a")
+        assert running.value.reason == "running" and running.value.child_id == "a"
         await delete_child(sup, "b")
         with pytest.raises(KeyError):
             await restart_child(sup, "b")
@@ -310,3 +327,146 @@ def test_dynamic_supervisor_starts_on_demand_up_to_max_children_and_restarts():
         return info.value.reason, restarted, count["active"]
 
     assert logged(main) == ("max_children", [("started", "a")], 2)
+
+
+def test_which_children_has_one_shape_for_both_supervisors():
+    async def main():
+        sup = await Supervisor.start_link([spec("a")])
+        dyn = await DynamicSupervisor.start_link()
+        b = await DynamicSupervisor.start_child(dyn, spec("b"))
+        await events(2)
+        a = await pid_of(sup, "a")
+        return (
+            await which_children(sup),
+            await which_children(dyn),
+            await DynamicSupervisor.which_children(dyn),
+            a,
+            b,
+        )
+
+    static, dynamic, via_class, a, b = logged(main)
+    assert static == [("a", a, "worker")]
+    assert dynamic == via_class == [(None, b, "worker")]  # OTP: {undefined, Pid, worker, Mods}
+
+
+def test_a_child_spec_start_may_pass_keyword_arguments():
+    async def body(tag, *, suffix):
+        send("log", ("body", tag + suffix))
+        await receive("never")
+
+    async def main():
+        sup = await Supervisor.start_link(
+            [
+                ChildSpec(id="kw", start=(Child.start_link, ("kw",), {"name": "kw_server"})),
+                {"id": "d", "start": (Child, ("dict",), {"name": "dict_server"})},
+                (Child, ("pair",), {"name": "pair_server"}),
+                (body, ("fn",), {"suffix": "+kw"}),
+            ],
+            intensity=5,
+        )
+        started = await events(4)
+        named = [await pid_of(sup, i) == beamlet.whereis(n) for i, n in
+                 (("kw", "kw_server"), ("d", "dict_server"))]  # fmt: skip
+        await crash(sup, "kw")  # restarted with the same keyword arguments
+        restarted = await events(1)
+        return started, named, restarted, await pid_of(sup, "kw") == beamlet.whereis("kw_server")
+
+    started, named, restarted, renamed = logged(main)
+    assert started == [
+        ("started", "kw"), ("started", "dict"), ("started", "pair"), ("body", "fn+kw")
+    ]  # fmt: skip
+    assert named == [True, True] and restarted == [("started", "kw")] and renamed
+
+
+def test_a_child_spec_with_a_malformed_start_is_refused_at_once():
+    for start in ((Child.start_link,), (Child.start_link, ("a",), ["not", "a", "dict"]), "x"):
+        with pytest.raises(TypeError, match=r"start must be \(start_fn, args\)"):
+            ChildSpec(id="bad", start=start)
+
+
+def flaky_start(fail_on):
+    """A start function that reports each attempt to "log" and fails the
+    attempts numbered in ``fail_on`` (1 is the first start)."""
+    attempts = []
+
+    async def start():
+        attempts.append(None)
+        send("log", ("attempt", len(attempts)))
+        if len(attempts) in fail_on:
+            raise RuntimeError(f"attempt {len(attempts)} fails")
+        return await Child.start_link("flaky")
+
+    return start
+
+
+async def start_flaky(kind, fail_on, intensity):
+    """(supervisor, pid of the flaky child) under a Supervisor or a DynamicSupervisor."""
+    spec = ChildSpec(id="flaky", start=(flaky_start(fail_on), ()))
+    if kind is Supervisor:
+        sup = await Supervisor.start_link([spec], intensity=intensity, period=60)
+        pid = await pid_of(sup, "flaky")
+    else:
+        sup = await DynamicSupervisor.start_link(intensity=intensity, period=60)
+        pid = await DynamicSupervisor.start_child(sup, spec)
+    assert await events(2) == [("attempt", 1), ("started", "flaky")]
+    return sup, pid
+
+
+@pytest.mark.parametrize("kind", [Supervisor, DynamicSupervisor])
+def test_a_permanent_child_whose_restart_fails_once_is_tried_again(kind):
+    # OTP's try_again_restart: a failed restart is retried (counting toward the
+    # intensity), not given up after one attempt.
+    async def main():
+        sup, pid = await start_flaky(kind, fail_on={2}, intensity=3)
+        beamlet.exit(pid, "kill")
+        ev = await events(3)
+        children = await which_children(sup)
+        return ev, children, beamlet.is_alive(sup)
+
+    ev, children, alive = logged(main)
+    assert ev == [("attempt", 2), ("attempt", 3), ("started", "flaky")]
+    assert len(children) == 1 and type(children[0][1]) is beamlet.Pid and alive
+
+
+@pytest.mark.parametrize("kind", [Supervisor, DynamicSupervisor])
+def test_a_child_that_cannot_be_restarted_uses_up_the_intensity_and_the_supervisor_gives_up(
+    kind,
+):
+    async def main():
+        sup, pid = await start_flaky(kind, fail_on=set(range(2, 100)), intensity=2)
+        beamlet.unlink(sup)
+        ref = beamlet.monitor(sup)
+        beamlet.exit(pid, "kill")
+        down = await receive(Down(ref, ANY, ANY), timeout=30)
+        return await events(2), down.reason
+
+    # restarts 1 and 2 (attempts 2, 3) fail; the third within the period is too many
+    assert logged(main) == ([("attempt", 2), ("attempt", 3)], "shutdown")
+
+
+def test_a_child_waiting_for_its_restart_is_restarting_until_terminate_child_cancels_it():
+    async def drain_attempts():
+        n = 0
+        while True:
+            try:
+                n = (await receive(("attempt", ANY), timeout=0))[1]
+            except TimeoutError:
+                return n
+
+    async def main():
+        sup, pid = await start_flaky(Supervisor, fail_on=set(range(2, 10_000)), intensity=9_999)
+        beamlet.exit(pid, "kill")
+        await receive(("attempt", 2), timeout=30)
+        # Each retry is a message the supervisor casts to itself, behind this call.
+        status = await which_children(sup)
+        with pytest.raises(ChildRunning) as info:
+            await delete_child(sup, "flaky")
+        await terminate_child(sup, "flaky")  # cancels the retries
+        await which_children(sup)  # a retry cast before terminate_child is handled by now
+        await drain_attempts()
+        after = await which_children(sup)
+        return status, info.value.reason, after, await drain_attempts()
+
+    status, reason, after, late_attempts = logged(main)
+    assert status == [("flaky", "restarting", "worker")] and reason == "restarting"
+    assert after == [("flaky", None, "worker")] and late_attempts == 0

@@ -51,7 +51,7 @@ import time
 import traceback
 from collections.abc import Callable
 from inspect import CO_COROUTINE
-from types import FunctionType
+from types import FunctionType, TracebackType
 from typing import Any
 
 from beamlet._kernel import process as P
@@ -1003,8 +1003,23 @@ def log_crash(proc: Process, exc: BaseException) -> None:
         name,
         type(exc).__name__,
         exc,
-        exc_info=(type(exc), exc, exc.__traceback__),
+        exc_info=(type(exc), exc, user_traceback(exc.__traceback__)),
     )
+
+
+_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from its first frame outside beamlet's own code: a crash report
+    starts at the user's code (as Elixir's do), not at the scheduler loop's
+    ``proc.coro.send(None)`` or a behaviour's loop. Frames of beamlet the user's
+    code called stay. All of ``tb`` if every frame is beamlet's. The exception's
+    own ``__traceback__`` is left as it is."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_BEAMLET_DIR):
+        first = first.tb_next
+    return tb if first is None else first
 
 
 def make_coroutine(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

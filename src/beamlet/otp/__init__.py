@@ -2,7 +2,7 @@
 Task, Agent. Built only on the public ``beamlet`` API; guides in docs/otp/."""
 
 from beamlet.otp.agent import Agent
-from beamlet.otp.errors import CallError, CallTimeout, ServerExit, StartError
+from beamlet.otp.errors import CallError, CallTimeout, ChildRunning, ServerExit, StartError
 from beamlet.otp.gen import call, cast, reply
 from beamlet.otp.gen_server import GenServer, NoReply, Stop, get_state, replace_state, stop
 from beamlet.otp.supervisor import (
@@ -22,6 +22,7 @@ __all__ = [
     "Agent",
     "CallError",
     "CallTimeout",
+    "ChildRunning",
     "ChildSpec",
     "DynamicSupervisor",
     "GenServer",

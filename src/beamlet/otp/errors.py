@@ -32,3 +32,14 @@ class StartError(Exception):
     def __init__(self, reason: Any) -> None:
         super().__init__(f"start failed: {reason!r}")
         self.reason = reason
+
+
+class ChildRunning(Exception):
+    """``delete_child`` or ``restart_child`` of a child that is running (``reason``
+    ``"running"``) or being restarted (``"restarting"``): ``terminate_child`` it first."""
+
+    def __init__(self, child_id: Any, reason: str = "running") -> None:
+        state = "is running" if reason == "running" else "is being restarted"
+        super().__init__(f"child {child_id!r} {state}: terminate_child it first")
+        self.child_id = child_id
+        self.reason = reason

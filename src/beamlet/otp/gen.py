@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import beamlet
-from beamlet import ANY, Atom, BadArg, Down, Exit, Pid, Ref
-from beamlet.otp.errors import CallTimeout, ServerExit, StartError
+from beamlet import ANY, Atom, BadArg, Down, Pid, Ref
+from beamlet.otp.errors import CallError, CallTimeout, ServerExit, StartError
 
 GEN_CALL = Atom("$gen_call")
 ALIAS = Atom("alias")
@@ -47,12 +47,17 @@ async def call(
     :class:`ServerExit` if the server exits first (reason ``"noproc"`` if it did
     not exist). A reply that comes too late never reaches the caller's mailbox.
     ``system=True`` sends a system message (sys:get_state and friends).
+    A process that calls itself gets :class:`CallError` with reason
+    ``"calling_self"`` at once (it could never reply: OTP's gen:call exits so).
     """
+    me = beamlet.self()
+    if is_self(server, me):
+        raise calling_self(server, me)
     ref = beamlet.monitor(server, alias="demonitor")
     try:
         try:
             tag = (ALIAS, ref)
-            from_ = (beamlet.self(), tag)
+            from_ = (me, tag)
             msg = (SYSTEM, from_, request) if system else (GEN_CALL, from_, request)
             beamlet.send(server, msg)
         except BadArg:
@@ -66,6 +71,24 @@ async def call(
     if type(msg) is Down:
         raise ServerExit(server, msg.reason)
     return msg[1]
+
+
+def is_self(server: Any, me: Pid) -> bool:
+    """Is ``server`` (a pid, a name, or (name, node) naming this node) the process ``me``?"""
+    if type(server) is Pid:
+        return server == me
+    if type(server) is tuple and len(server) == 2 and server[1] in (None, beamlet.node()):
+        server = server[0]
+    return isinstance(server, str) and beamlet.whereis(server) == me
+
+
+def calling_self(server: Any, me: Pid) -> CallError:
+    return CallError(
+        server,
+        "calling_self",
+        f"{me!r} called itself ({server!r}): a process cannot wait for its own reply "
+        "(do the work directly, or cast/send to yourself)",
+    )
 
 
 def cast(server: Any, request: Any) -> None:
@@ -142,4 +165,3 @@ def _flush_exit(pid: Pid) -> None:
 
 
 __all__ = ["GEN_CALL", "GEN_CAST", "From", "call", "cast", "reply", "start"]
-_ = Exit

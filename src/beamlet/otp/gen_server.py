@@ -22,7 +22,8 @@ callbacks you need::
 Callback results, as OTP's:
 
 * ``handle_call`` returns the reply; :data:`NoReply` to reply later with
-  :func:`reply`; ``Stop(reason, reply)`` to reply and stop.
+  :func:`reply`; ``Stop(reason, reply)`` to reply and stop (``Stop(reason)``
+  replies None).
 * ``handle_cast`` / ``handle_info`` return None, or ``Stop(reason)``.
 * ``init`` returns None, or ``Stop(reason)`` to refuse to start (the starter
   gets :class:`StartError`); an exception in ``init`` does the same.
@@ -37,7 +38,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import traceback
+from types import TracebackType
 from typing import Any, ClassVar
 
 import beamlet
@@ -220,12 +223,12 @@ def _report(
     """A crash report (proc_lib's): who, ancestors, last message, traceback."""
     if not logger.isEnabledFor(logging.ERROR):
         return
-    info = beamlet.process_info(me) or {}
+    name = (beamlet.process_info(me) or {}).get("registered_name")
     logger.error(
-        "crash report: %s %r (registered as %r, parent %r) %s\n  last message: %r\n  reason: %r%s",
+        "crash report: %s %r (%sparent %r) %s\n  last message: %r\n  reason: %r%s",
         type(server).__qualname__,
         me,
-        info.get("registered_name"),
+        "" if name is None else f"registered as {name!r}, ",
         parent,
         {
             "init": "failed in init",
@@ -234,15 +237,34 @@ def _report(
         }[where],
         last,
         exc if exc is not None else reason,
-        "\n" + "".join(traceback.format_exception(exc)) if exc is not None else "",
+        "\n" + "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc)))
+        if exc is not None
+        else "",
     )
+
+
+_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_traceback(exc: BaseException) -> TracebackType | None:
+    """The traceback of ``exc`` from its first frame outside beamlet (not this
+    module's loop): a crash report starts at the user's callback, as Elixir's
+    do. All of it if every frame is beamlet's."""
+    tb = first = exc.__traceback__
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_BEAMLET_DIR):
+        first = first.tb_next
+    return tb if first is None else first
 
 
 async def stop(server: Any, reason: Any = "normal", timeout: float | None = None) -> None:
     """Stop a server and wait until it has exited: its ``terminate(reason)``
     runs, then it exits with ``reason`` (gen_server:stop). Raises
     :class:`ServerExit` with reason noproc if it is not running, or with the
-    reason it exited with if that is not ``reason``."""
+    reason it exited with if that is not ``reason``. A server that stops itself
+    this way gets :class:`CallError` ``"calling_self"`` (return ``Stop`` instead)."""
+    me = beamlet.self()
+    if gen.is_self(server, me):
+        raise gen.calling_self(server, me)
     ref = beamlet.monitor(server)
     try:
         beamlet.send(
@@ -279,4 +301,3 @@ __all__ = [
     "replace_state",
     "stop",
 ]
-_ = (ANY, Down)

@@ -14,8 +14,6 @@ from typing import Any
 
 import beamlet
 from beamlet import ANY, Atom, Down, Pid, Ref
-from beamlet.otp import gen
-from beamlet.otp.gen_server import GenServer
 from beamlet.otp.supervisor import DynamicSupervisor
 
 _REPLY = Atom("task_reply")
@@ -170,4 +168,3 @@ async def _spawn_plain(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...])
 
 
 __all__ = ["Task", "TaskError", "TaskSupervisor"]
-_ = (gen, GenServer)
