@@ -78,7 +78,7 @@ class Limits:
     max_message: int = 128 * MiB
     max_fragmented: int = 1024
     max_term_depth: int = 256
-    max_term_elements: int = 8_000_000
+    max_term_elements: int = 4_000_000
     max_equal_hashes: int = 32
     max_send_buffer: int = 256 * MiB
     epmd_max_connections: int = 64
