@@ -49,6 +49,7 @@ from beamlet.dist.etf import (
     encode_term_into,
 )
 from beamlet.dist.handshake import DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
+from beamlet.dist.limits import brief
 from beamlet.terms import Atom, Pid, Ref
 
 __all__ = [
@@ -462,14 +463,16 @@ class UnknownControl(Control):
 def decode_control(term: Any) -> Control:
     """Turn a decoded control tuple into its message class."""
     if type(term) is not tuple or not term or type(term[0]) is not int:
-        raise ControlDecodeError(f"control message is not a tuple with an integer tag: {term!r}")
+        raise ControlDecodeError(
+            f"control message is not a tuple with an integer tag: {brief(term)}"
+        )
     cls = _BY_TAG.get(term[0])
     if cls is None:
         return UnknownControl(term)
     layout = cls.LAYOUT
     if len(term) != len(layout) + 1:
         raise ControlDecodeError(
-            f"{cls.__name__} needs {len(layout) + 1} elements, got {len(term)}: {term!r}"
+            f"{cls.__name__} needs {len(layout) + 1} elements, got {len(term)}: {brief(term)}"
         )
     kwargs = {name: v for name, v in zip(layout, term[1:], strict=True) if name != _UNUSED}
     return cls(**kwargs)

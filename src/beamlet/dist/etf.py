@@ -845,7 +845,8 @@ def _d_export(d: _Decoder, pos: int) -> tuple[Any, int]:
     f, pos = d.raw_atom(pos)
     a, pos = d.term(pos)
     if type(a) is not int or not 0 <= a <= 255:
-        raise ETFDecodeError(f"EXPORT_EXT arity at offset {pos} is not a small integer: {a!r}")
+        what = repr(a) if type(a) is int and a.bit_length() < 64 else type(a).__name__
+        raise ETFDecodeError(f"EXPORT_EXT arity at offset {pos} is not a small integer: {what}")
     return Export(m, f, a), pos
 
 
