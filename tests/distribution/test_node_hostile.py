@@ -17,9 +17,9 @@ from dist_helpers import wait_until
 from hostile import RawPeer, answers, blocking, run_node
 
 import beamlet
-from beamlet import Atom, Pid
+from beamlet import ANY, Atom, Down, Pid
 from beamlet.dist import connection as conn_mod
-from beamlet.dist.control import Link, MonitorP
+from beamlet.dist.control import Link, MonitorP, PayloadExit, PayloadExit2, RegSend
 from beamlet.dist.epmd_server import EPMDServer
 from beamlet.dist.limits import Limits
 from beamlet.dist.node import Node
@@ -199,6 +199,106 @@ def test_a_flood_of_the_built_in_epmd_does_not_starve_the_node(tmp_path: object)
 
     held, alive = run_node(main, free_port(), limits=limits)
     assert held <= 8 and alive
+
+
+# -- defect 3: net_kernel and rex cannot be silenced -----------------------------------
+
+BAD_CALLS = [
+    ("net_kernel", (Atom("$gen_call"), "not a pair", (Atom("is_auth"), Atom("x@y")))),
+    ("net_kernel", (Atom("$gen_call"), (1, 2, 3), (Atom("is_auth"), Atom("x@y")))),
+    ("net_kernel", (Atom("$gen_call"), (Atom("a"), Atom("b")), Atom("x"))),
+    ("rex", (Atom("$gen_call"), "nope", (Atom("call"), Atom("m"), Atom("f"), [], None))),
+    ("rex", ("$gen_call", None, (Atom("call"), 10**5000, Atom("f"), [], None))),
+    ("rex", (Atom("features_request"), 10**5000)),
+    ("global_name_server", (Atom("$gen_call"), 42, Atom("x"))),
+]
+
+
+@pytest.mark.parametrize("service, message", BAD_CALLS)
+def test_a_malformed_request_does_not_kill_a_service(
+    builtin_epmd: EPMDServer, service: str, message: object
+) -> None:
+    """Defect 3: a `From` that is not a pair, or a 5000-digit module name,
+    killed net_kernel / rex for good (ping answered pang)."""
+
+    async def main(node: Node) -> tuple[bool, bool]:
+        before = beamlet.whereis(service)
+
+        def attack() -> bool:
+            with RawPeer(node.port) as peer:
+                msg = message
+                if msg[1] is None:  # a well-formed From for the bignum request
+                    msg = (msg[0], (peer.pid, peer.new_ref()), msg[2])
+                peer.send(RegSend(peer.pid, Atom(service)), msg)
+                return peer.ping()
+
+        alive = await blocking(attack)
+        return alive, beamlet.whereis(service) == before
+
+    alive, same = run_node(main, builtin_epmd.port)
+    assert alive and same  # handled (answered or dropped), not crashed and restarted
+
+
+def test_rex_answers_a_call_with_a_non_atom_module_with_badrpc(builtin_epmd: EPMDServer) -> None:
+    async def main(node: Node) -> object:
+        def attack() -> object:
+            with RawPeer(node.port) as peer:
+                return peer.call("rex", (Atom("call"), 10**5000, Atom("f"), [], peer.pid))
+
+        return await blocking(attack)
+
+    reply = run_node(main, builtin_epmd.port)
+    assert reply == (Atom("badrpc"), Atom("badarg"))
+
+
+@pytest.mark.parametrize("service", ["net_kernel", "rex", "global_name_server"])
+def test_a_peer_cannot_kill_a_node_service(builtin_epmd: EPMDServer, service: str) -> None:
+    """exit(Service, kill) from a peer is refused; a link from a peer that dies
+    with reason kill is survived (services trap exits)."""
+
+    async def main(node: Node) -> tuple[bool, bool]:
+        target = beamlet.whereis(service)
+        assert target is not None
+        wire = as_seen_by_peers(node, target)
+
+        def attack() -> bool:
+            with RawPeer(node.port) as peer:
+                peer.send(PayloadExit2(peer.pid, wire), Atom("kill"))
+                peer.send(Link(peer.pid, wire))
+                peer.send(PayloadExit(peer.pid, wire), Atom("kill"))
+                return peer.ping()
+
+        alive = await blocking(attack)
+        return alive, beamlet.whereis(service) == target
+
+    alive, same = run_node(main, builtin_epmd.port)
+    assert alive and same
+
+
+@pytest.mark.parametrize("service", ["net_kernel", "rex", "global_name_server"])
+def test_a_service_that_dies_is_restarted_and_registered_again(
+    builtin_epmd: EPMDServer, service: str
+) -> None:
+    async def main(node: Node) -> tuple[bool, bool]:
+        old = beamlet.whereis(service)
+        assert old is not None
+        ref = beamlet.monitor(old)
+        beamlet.exit(old, "kill")
+        await beamlet.receive(Down(ref, ANY, ANY), timeout=5)
+
+        async def restarted() -> Pid:
+            for _ in range(500):
+                new = beamlet.whereis(service)
+                if new is not None and new != old:
+                    return new
+                await beamlet.sleep(0.01)
+            raise AssertionError(f"{service} was not restarted")
+
+        await restarted()
+        return await blocking(answers, node.port), True
+
+    alive, _ = run_node(main, builtin_epmd.port)
+    assert alive
 
 
 # -- bound: invalid control messages cost the peer its connection -------------------

@@ -35,7 +35,9 @@ whose thread cannot start is closed) and, supervised, anything worse (a broken
 listening socket is replaced on the same port); handshakes in flight are
 capped; a control message that erts would call invalid (a pid of a third node,
 a ``from`` that is not the peer's, an unknown tag...) ends that peer's
-connection at once and never makes us dial another node.
+connection at once and never makes us dial another node; the node's services
+(``net_kernel``, ``rex``...) handle bad requests without dying, cannot be sent
+an exit signal by a peer, and are restarted if they die anyway (services.py).
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ class Node:
         self.epmd_server: EPMDServer | None = None
         #: Accepted connections still in their handshake (at most limits.max_handshakes).
         self.handshakes = 0
+        #: The node's own service processes: a peer may not send them exit signals.
+        self.protected: frozenset[Pid] = frozenset()
         self.running = False
         self._stopped = threading.Event()
 
@@ -610,6 +614,16 @@ class Node:
         elif t in (C.Exit2, C.Exit2TT, C.PayloadExit2, C.PayloadExit2TT):
             self._check_from(conn, ctl.from_pid)
             self._check_to(ctl.to_pid)
+            if ctl.to_pid in self.protected:
+                self.log.log(
+                    logger,
+                    logging.WARNING,
+                    "exit_refused",
+                    "refused an exit signal from %s to %r: a service of this node",
+                    conn.peer,
+                    ctl.to_pid,
+                )
+                return
             reason = payload if t in (C.PayloadExit2, C.PayloadExit2TT) else ctl.reason
             deliver(ctl.to_pid, P.Sig(P.SIG_EXIT, ctl.from_pid, reason, False))
         elif t is C.MonitorP:
@@ -806,6 +820,9 @@ def stop_node() -> None:
     with _node_lock:
         node, _node = _node, None
     if node is not None:
+        from beamlet.dist import services
+
+        services.stop(node)
         node.stop()
         rt = node.rt
         rt.remote = rt._no_distribution
