@@ -1,10 +1,11 @@
 """Faults that need nodes in their own OS processes: a descriptor flood
-(EMFILE) (issue 10)."""
+(EMFILE) and EPMD going away with the node that served it (issue 10)."""
 
 from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -13,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dist_helpers import wait_until
-from hostile import COOKIE, answers
+from dist_helpers import free_port, wait_until
+from hostile import COOKIE, answers, blocking, run_node
 
+from beamlet.dist import epmd_client
 from beamlet.dist.epmd_server import EPMDServer
+from beamlet.dist.node import Node
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -89,3 +92,67 @@ def test_a_flood_that_exhausts_descriptors_does_not_stop_the_node_accepting(
             s.close()
     # the node retries accept() with a back-off of at most 1 s
     assert wait_until(lambda: answers(port, timeout=2), 10, "the node to answer again")
+
+
+def peer(name: str, epmd_port: int) -> Proc:
+    return Proc("target_node.py", name, COOKIE, epmd_port)
+
+
+def test_when_the_node_serving_epmd_stops_the_others_take_over_and_register_again(
+    procs: list[Proc],
+) -> None:
+    """The node that runs the built-in EPMD stops: one of the others binds the
+    port and serves EPMD, the rest register with it; all can be found again."""
+    port = free_port()
+
+    async def main(node: Node) -> None:
+        assert node.epmd_server is not None  # this node serves EPMD
+        for name in ("b", "c"):
+            procs.append(await blocking(peer, f"{name}@127.0.0.1", port))
+        names = await blocking(lambda: epmd_client.names(epmd_port=port))
+        assert {n for n, _ in names} >= {"b", "c"}
+
+    run_node(main, port, name="a@127.0.0.1")  # a stops, and its EPMD with it
+
+    def both_found() -> bool:
+        try:
+            return {n for n, _ in epmd_client.names(epmd_port=port, timeout=1)} == {"b", "c"}
+        except OSError:
+            return False
+
+    assert wait_until(both_found, 10, "b and c to register again")
+    taker = [p for p in procs if "now served by this node" in _drain(p)]
+    assert len(taker) == 1  # exactly one took the port over; the other registered with it
+    for name in ("b", "c"):
+        info = epmd_client.port_please(name, epmd_port=port)
+        assert info is not None and answers(info.port)  # and each still answers
+
+
+def _drain(p: Proc) -> str:
+    lines = []
+    while True:
+        try:
+            lines.append(p.errors.get_nowait())
+        except queue.Empty:
+            return "\n".join(lines)
+
+
+def test_when_epmd_dies_the_node_serves_it_itself(procs: list[Proc]) -> None:
+    port = free_port()
+    host = peer("host@127.0.0.1", port)  # starts first: it runs the built-in EPMD
+    procs.append(host)
+
+    async def main(node: Node) -> bool:
+        assert node.epmd_server is None  # registered with host's EPMD
+        host.proc.send_signal(signal.SIGKILL)  # EPMD gone without a word
+
+        def taken_over() -> bool:
+            try:
+                names = epmd_client.names(epmd_port=port, timeout=1)
+            except OSError:
+                return False
+            return node.epmd_server is not None and [n for n, _ in names] == ["me"]
+
+        return await blocking(wait_until, taken_over, 10, "this node to serve EPMD")
+
+    assert run_node(main, port, name="me@127.0.0.1")

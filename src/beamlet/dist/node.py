@@ -37,7 +37,9 @@ capped; a control message that erts would call invalid (a pid of a third node,
 a ``from`` that is not the peer's, an unknown tag...) ends that peer's
 connection at once and never makes us dial another node; the node's services
 (``net_kernel``, ``rex``...) handle bad requests without dying, cannot be sent
-an exit signal by a peer, and are restarted if they die anyway (services.py).
+an exit signal by a peer, and are restarted if they die anyway (services.py);
+the EPMD registration is watched: if the EPMD goes away (the node that served
+it stopped), the node serves EPMD itself or registers with whoever serves now.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from beamlet._kernel import runtime as R
 from beamlet.dist import control as C
 from beamlet.dist import epmd_client
 from beamlet.dist.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
+from beamlet.dist.epmd import EPMDError
 from beamlet.dist.epmd_server import EPMDServer, ensure_epmd
 from beamlet.dist.handshake import simultaneous_status
 from beamlet.dist.limits import Limits, LogLimiter, brief, brief_exception
@@ -150,6 +153,7 @@ class Node:
         self.listener: socket.socket | None = None
         self.port = 0
         self.acceptor: threading.Thread | None = None
+        self.epmd_keeper: threading.Thread | None = None
         self.registration: epmd_client.Registration | None = None
         self.epmd_server: EPMDServer | None = None
         #: Accepted connections still in their handshake (at most limits.max_handshakes).
@@ -182,6 +186,10 @@ class Node:
             target=self._acceptor, name="beamlet-dist-accept", daemon=True
         )
         self.acceptor.start()
+        self.epmd_keeper = threading.Thread(
+            target=self._keep_registration, name="beamlet-dist-epmd-keeper", daemon=True
+        )
+        self.epmd_keeper.start()
         logger.info(
             "node %s listening on %s:%d (creation %d)",
             self.name,
@@ -207,6 +215,8 @@ class Node:
             conn.fail("node stopped")
         if self.registration is not None:
             self.registration.close()
+        if self.epmd_keeper is not None and self.epmd_keeper is not threading.current_thread():
+            self.epmd_keeper.join(timeout=5)
         if self.epmd_server is not None:
             self.epmd_server.stop()
 
@@ -337,6 +347,67 @@ class Node:
             self.listener = new
             if not self.running:  # stop() ran meanwhile and closed the old one
                 new.close()
+            return
+
+    # -- EPMD: the registration is watched -------------------------------------
+
+    def _keep_registration(self) -> None:
+        """Wait for the EPMD connection to drop; then serve EPMD (if nothing
+        answers on its port) or register with whoever serves it now."""
+        while self.running:
+            reg = self.registration
+            if reg is not None:
+                reg.wait_closed()
+            if not self.running:
+                return
+            logger.warning(
+                "node %s: lost its EPMD registration (port %d); registering again",
+                self.name,
+                self.epmd_port,
+            )
+            self._register_again()
+
+    def _register_again(self) -> None:
+        delay = 0.02
+        while self.running:
+            try:
+                server = ensure_epmd(
+                    "127.0.0.1", self.epmd_port, 0.2, limits=self.limits, log_limiter=self.log
+                )
+                if server is not None:
+                    old, self.epmd_server = self.epmd_server, server
+                    if old is not None:
+                        old.stop()
+                reg = epmd_client.register(
+                    self.name.split("@")[0],
+                    self.port,
+                    hidden=self.hidden,
+                    epmd_port=self.epmd_port,
+                    timeout=1.0,
+                )
+            except (OSError, EPMDError) as e:
+                self.log.log(
+                    logger,
+                    logging.WARNING,
+                    "epmd",
+                    "node %s: cannot register with EPMD yet (%s); retrying",
+                    self.name,
+                    brief_exception(e),
+                )
+                self._stopped.wait(delay)
+                delay = min(0.2, delay * 2)
+                continue
+            # The node keeps its creation: pids it handed out stay valid.
+            self.registration = reg
+            if not self.running:
+                reg.close()
+                return
+            logger.warning(
+                "node %s: registered again with EPMD on port %d%s",
+                self.name,
+                self.epmd_port,
+                " (now served by this node)" if server is not None else "",
+            )
             return
 
     # -- connections ------------------------------------------------------
