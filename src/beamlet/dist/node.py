@@ -25,21 +25,23 @@ strings).
 
 Security: the node listens on 127.0.0.1 unless told otherwise; the cookie
 comes from the argument, then ``$ERLANG_COOKIE``, then ``~/.erlang.cookie``
-(created with a random cookie if missing, as Erlang does); a wrong cookie is
-refused and logged. Erlang's ``rpc:call`` reaches only functions exposed with
-:func:`beamlet.rpc.expose` -- a cookie is not a licence to run code here.
+(created with a random cookie if missing, refused if others can read it, as
+Erlang does); a wrong cookie is refused and logged. Erlang's ``rpc:call``
+reaches only functions exposed with :func:`beamlet.rpc.expose` -- a cookie is
+not a licence to run code here.
 
-A node that cannot be silenced (docs/distribution.md, "Security"): the accept
-thread survives transient errors (EMFILE backs off and retries, a connection
-whose thread cannot start is closed) and, supervised, anything worse (a broken
-listening socket is replaced on the same port); handshakes in flight are
-capped; a control message that erts would call invalid (a pid of a third node,
-a ``from`` that is not the peer's, an unknown tag...) ends that peer's
+A node that cannot be silenced (docs/distribution.md, "Security"): every part
+a peer can reach is supervised or checked. The accept thread survives
+transient errors (EMFILE backs off and retries, a connection whose thread
+cannot start is closed) and, supervised, anything worse (a broken listening
+socket is replaced on the same port); handshakes in flight are capped; a
+control message that erts would call invalid (a pid of a third node, a
+``from`` that is not the peer's, an unknown tag...) ends that peer's
 connection at once and never makes us dial another node; the node's services
-(``net_kernel``, ``rex``...) handle bad requests without dying, cannot be sent
-an exit signal by a peer, and are restarted if they die anyway (services.py);
-the EPMD registration is watched: if the EPMD goes away (the node that served
-it stopped), the node serves EPMD itself or registers with whoever serves now.
+(``net_kernel``, ``rex``...) handle bad requests without dying, cannot be
+sent an exit signal by a peer, and are restarted if they die anyway
+(services.py); the EPMD registration is watched: if the EPMD goes away the
+node serves EPMD itself or registers with whoever serves now.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import string
 import threading
 from pathlib import Path
@@ -101,19 +104,42 @@ def encode_reason(reason: Any) -> Any:
 
 
 def read_cookie(cookie: str | None) -> str:
-    """The cookie: the argument, $ERLANG_COOKIE, or ~/.erlang.cookie (created if missing)."""
+    """The cookie: the argument, $ERLANG_COOKIE, or ~/.erlang.cookie (created if
+    missing). Like erl (auth.erl), a cookie file that is not a regular file, or
+    that anyone but its owner may access, is refused with PermissionError."""
     if cookie:
         return cookie
     if os.environ.get("ERLANG_COOKIE"):
         return os.environ["ERLANG_COOKIE"]
     path = Path.home() / ".erlang.cookie"
     try:
-        return path.read_text().strip()
+        st = path.stat()
     except FileNotFoundError:
         value = "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
-        path.write_text(value)
-        path.chmod(0o400)
+        # created owner-read-only from the start: never readable by others, even briefly
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
         return value
+    if not stat.S_ISREG(st.st_mode):
+        raise PermissionError(f"Cookie file {path} is of type {_file_type(st.st_mode)}")
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise PermissionError(f"Cookie file {path} must be accessible by owner only")
+    return path.read_text().strip()
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "device"),
+        (stat.S_ISBLK, "device"),
+    ):
+        if test(mode):
+            return name
+    return "other"
 
 
 class Node:
