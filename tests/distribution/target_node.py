@@ -20,9 +20,15 @@ from beamlet.dist.node import start_node, stop_node
 async def main(name: str, cookie: str, epmd_port: int) -> None:
     # many handshakes allowed: the descriptors run out first
     node = start_node(name, cookie, epmd_port=epmd_port, limits=Limits(max_handshakes=100_000))
-    print("ready", node.port, flush=True)
+
+    def serve_until_stdin_closes() -> None:
+        # "ready" from here: the thread pool (and its lazy imports) exists
+        # before a test floods the process out of descriptors
+        print("ready", node.port, flush=True)
+        sys.stdin.read()
+
     try:
-        await beamlet.blocking(sys.stdin.read)
+        await beamlet.blocking(serve_until_stdin_closes)
     finally:
         stop_node()
 
