@@ -27,7 +27,9 @@ def thread_deaths():
     seen: list[str] = []
     old_hook, old_unraisable = threading.excepthook, sys.unraisablehook
     threading.excepthook = lambda a: seen.append(f"{a.thread.name}: {a.exc_value!r}")
-    sys.unraisablehook = lambda a: seen.append(f"unraisable: {a.exc_value!r} in {a.object!r} {a.err_msg}")
+    sys.unraisablehook = lambda a: seen.append(
+        f"unraisable: {a.exc_value!r} in {a.object!r} {a.err_msg}"
+    )
     yield seen
     threading.excepthook, sys.unraisablehook = old_hook, old_unraisable
 

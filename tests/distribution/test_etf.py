@@ -347,3 +347,55 @@ def test_text_mode_keeps_str_and_bytes_apart_and_reads_erlang_strings_as_str() -
     assert decode(encode(b"\xff\xfe"), text) == b"\xff\xfe"
     # a plain decoder (Erlang's view) sees bytes as an ordinary binary
     assert decode(encode(b"abc", text)) == b"abc"
+
+
+# -- what one term may cost (docs/distribution.md, "Security") ------------------------
+
+_P = (1 << 61) - 1  # CPython hashes an int modulo this prime
+
+
+def _map_ext(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    return b"\x83t" + struct.pack(">I", len(pairs)) + b"".join(k + v for k, v in pairs)
+
+
+def _int_ext(n: int) -> bytes:
+    return encode(n)[1:]
+
+
+def test_a_map_whose_keys_collide_in_pythons_hash_is_refused_before_it_goes_quadratic() -> None:
+    """876 KB of such a map took 14 s of CPU; now it is refused at the 33rd key."""
+    keys = [_int_ext(i * _P) for i in range(1, 20_001)]  # all hash to 0
+    assert len({hash(i * _P) for i in range(1, 100)}) == 1
+    data = _map_ext([(k, b"a\x01") for k in keys])
+    with pytest.raises(ETFDecodeError, match="share one hash value"):
+        decode(data)
+    # colliding tuples too (their hash is built from their items')
+    tuples = [b"h\x01" + _int_ext(i * _P) for i in range(1, 100)]
+    with pytest.raises(ETFDecodeError, match="share one hash value"):
+        decode(_map_ext([(k, b"a\x01") for k in tuples]))
+
+
+def test_a_map_with_a_few_colliding_keys_still_decodes() -> None:
+    keys = [i * _P for i in range(1, 33)] + list(range(1, 1000))  # 32 share a hash: allowed
+    assert decode(encode({k: 1 for k in keys})) == {k: 1 for k in keys}
+    assert decode(encode({-1: "a", -2: "b"})) == {-1: b"a", -2: b"b"}  # hash(-1) == hash(-2)
+    with pytest.raises(ETFDecodeError, match="share one hash value"):
+        decode(encode({k: 1 for k in keys}), max_equal_hashes=31)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x83l" + struct.pack(">I", 200_000) + b"j" * 200_000 + b"j",  # [[], [], ...]: 1 byte each
+        b"\x83h\x02" + (b"l" + struct.pack(">I", 60_000) + b"a\x01" * 60_000 + b"j") * 2,
+        b"\x83t"
+        + struct.pack(">I", 60_000)
+        + b"".join(b"b" + struct.pack(">i", i) + b"t\x00\x00\x00\x00" for i in range(60_000)),
+        b"\x83l" + struct.pack(">I", 2) + (b"k\xff\xff" + b"\x01" * 0xFFFF) * 2 + b"j",
+    ],
+    ids=["list-of-nils", "tuple-of-lists", "map", "string"],
+)
+def test_a_term_with_more_elements_than_allowed_is_refused(data: bytes) -> None:
+    assert decode(data) is not None  # no cap by default
+    with pytest.raises(ETFDecodeError, match="more than 100000 list, tuple and map elements"):
+        decode(data, max_elements=100_000)

@@ -7,10 +7,12 @@ Protocol layers (sans-I/O): :mod:`~beamlet.dist.etf`, :mod:`~beamlet.dist.framin
 :mod:`~beamlet.dist.node`. See docs/distribution.md and docs/interop.md.
 """
 
+from beamlet.dist.limits import Limits
 from beamlet.dist.node import NodeDown, disconnect, monitor_node, nodes, start_node, stop_node
 from beamlet.dist.services import connect, gen_call, ping
 
 __all__ = [
+    "Limits",
     "NodeDown",
     "connect",
     "disconnect",

@@ -3,12 +3,19 @@
 A :class:`Connection` drives one :class:`~beamlet.dist.session.DistSession`
 over one TCP socket. A reader thread per connection reads, feeds the session,
 sends ticks (``net_ticktime``), and hands each decoded control message to the
-node (:meth:`Node.dispatch`). Writes happen in the sending thread, under the
-connection's lock: an encoding error reaches the sender as an exception, and a
-slow peer blocks only its own senders (a scheduler blocked there is handed off
-by sysmon like any process blocked in a syscall). Messages sent while the
+node (:meth:`Node.dispatch`). Senders encode in their own thread, under the
+connection's lock (an encoding error reaches the sender as an exception), and
+queue the bytes for the connection's writer thread. Messages sent while the
 connection is being set up wait in ``pending`` and go out, in order, once the
 handshake completes.
+
+What a peer costs (docs/distribution.md, "Security"): during the handshake one
+thread (the reader writes the few handshake messages itself; the writer thread
+starts once the peer is authenticated) and at most 64 KiB of buffer; after it,
+the bounds of :class:`~beamlet.dist.limits.Limits` (packet, message, term and
+send-buffer sizes). The first packet that cannot be decoded ends the
+connection, as in erts (``erts_net_message``: any decode error or invalid
+message kills the connection).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from beamlet.dist.handshake import (
     Initiator,
     Send,
 )
+from beamlet.dist.limits import brief_exception
 from beamlet.dist.session import BadMessage, DistSession, Message
 from beamlet.terms import Atom, Pid, Ref
 
@@ -69,6 +77,8 @@ class Connection:
         self.outbuf = bytearray()  # encoded packets waiting for the writer thread
         self.flush_scheduled = False
         self.writer = Parker()
+        self.writer_started = False  # once the handshake is done
+        self.counted = False  # counted in node.handshakes (an accepted one, in its handshake)
         self.cleaned = False  # Node.connection_down has run
         # What crosses this connection, to clean up when it goes down.
         self.track = threading.Lock()
@@ -94,15 +104,44 @@ class Connection:
             if self.state != UP:
                 raise ConnectionDown(self.reason or "down")
             assert self.session is not None
+            if len(self.outbuf) > self.node.limits.max_send_buffer:
+                self._overflow()  # a backlog the peer does not read (one big message is fine)
+                raise ConnectionDown(self.reason or "down")
             self.outbuf += self.session.send(control, payload, now=time.monotonic())
             wake = not self.flush_scheduled
             self.flush_scheduled = True
         if wake:
             self.writer.unpark()
 
+    def _overflow(self) -> None:
+        """The peer does not read what we send: drop it rather than hold more."""
+        limit = self.node.limits.max_send_buffer
+        self.node.log.log(
+            logger,
+            logging.WARNING,
+            "send_buffer",
+            "connection to %s dropped: over %d bytes queued that it does not read",
+            self.peer,
+            limit,
+        )
+        self.outbuf = bytearray()
+        self._fail_locked(f"send buffer over {limit} bytes")
+
     def _write(self, data: bytes) -> None:
+        if not self.writer_started:
+            # The handshake: the reader thread writes its few small messages itself.
+            sock = self.sock
+            if sock is not None:
+                try:
+                    sock.sendall(data)
+                except OSError as e:
+                    self.fail(f"write failed: {e}")
+            return
         with self.lock:
             if self.state == DOWN:
+                return
+            if len(self.outbuf) > self.node.limits.max_send_buffer:
+                self._overflow()
                 return
             self.outbuf += data
             wake = not self.flush_scheduled
@@ -160,11 +199,27 @@ class Connection:
             hidden=node.hidden,
             flags=NODE_FLAGS,
         )
-        self._run(
-            sock, DistSession(hs, tick_time=node.tick_time, setup_time=node.setup_time, text=True)
+        self._run(sock, self._session(hs))
+
+    def _session(self, hs: Initiator | Acceptor) -> DistSession:
+        node = self.node
+        lim = node.limits
+        return DistSession(
+            hs,
+            tick_time=node.tick_time,
+            setup_time=node.setup_time,
+            max_packet=lim.max_packet,
+            max_message=lim.max_message,
+            max_sequences=lim.max_fragmented,
+            max_depth=lim.max_term_depth,
+            max_elements=lim.max_term_elements,
+            max_equal_hashes=lim.max_equal_hashes,
+            text=True,
         )
 
     def serve_accepted(self, sock: socket.socket) -> None:
+        """Serve a connection the node accepted, in a new thread. Raises
+        RuntimeError if the thread cannot start (the caller closes ``sock``)."""
         node = self.node
         hs = Acceptor(
             node.name,
@@ -176,10 +231,7 @@ class Connection:
         )
         threading.Thread(
             target=self._run,
-            args=(
-                sock,
-                DistSession(hs, tick_time=node.tick_time, setup_time=node.setup_time, text=True),
-            ),
+            args=(sock, self._session(hs)),
             name="beamlet-dist-accepted",
             daemon=True,
         ).start()
@@ -189,26 +241,21 @@ class Connection:
         # As Erlang's dist does: small control messages must not wait for Nagle.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.lock:
-            if self.state == DOWN:  # superseded or closed meanwhile
-                sock.close()
-                return
-            self.sock = sock
-            self.session = session
-        threading.Thread(
-            target=self._writer_loop, name=f"beamlet-dist-writer-{self.peer}", daemon=True
-        ).start()
         try:
-            for event in session.start(time.monotonic()):
-                self._handle(event)
+            with self.lock:
+                if self.state == DOWN:  # superseded or closed meanwhile
+                    sock.close()
+                    return
+                self.sock = sock
+                self.session = session
+            self._handle_all(session.start(time.monotonic()))
             while self.state != DOWN:
                 now = time.monotonic()
                 sock.settimeout(max(0.01, session.next_deadline(now)))
                 try:
                     data = sock.recv(1 << 16)
                 except TimeoutError:
-                    for event in session.poll(time.monotonic()):
-                        self._handle(event)
+                    self._handle_all(session.poll(time.monotonic()))
                     continue
                 except OSError as e:
                     self.fail(f"read failed: {e}")
@@ -216,16 +263,29 @@ class Connection:
                 if not data:
                     self.fail("closed by the peer")
                     break
-                for event in session.receive(data, time.monotonic()):
-                    self._handle(event)
+                self._handle_all(session.receive(data, time.monotonic()))
         except Exception as e:  # a bug here must cost this connection only, never the node
-            logger.exception("distribution connection to %s failed", self.peer)
-            self.fail(f"internal error: {e!r}")
+            self.node.log.log(
+                logger,
+                logging.ERROR,
+                "internal",
+                "distribution connection to %s failed: %s",
+                self.peer,
+                brief_exception(e, trace=True),
+            )
+            self.fail(f"internal error: {brief_exception(e)}")
         finally:
+            self.node.handshake_over(self)
             try:
                 sock.close()
             except OSError:
                 pass
+
+    def _handle_all(self, events: list[Any]) -> None:
+        for event in events:
+            if self.state == DOWN:
+                return  # nothing after a message that ended the connection
+            self._handle(event)
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, Send):
@@ -235,23 +295,38 @@ class Connection:
         elif isinstance(event, Complete):
             self._complete(event)
         elif isinstance(event, BadMessage):
-            logger.warning(
-                "bad packet from %s (%s): %s",
+            # erts drops the connection at the first packet it cannot decode.
+            self.node.log.log(
+                logger,
+                logging.WARNING,
+                "bad_packet",
+                "bad packet from %s, connection dropped: %s",
                 self.peer,
-                "connection dropped" if event.fatal else "message lost",
-                event.error,
+                brief_exception(event.error, self.node.limits.log_chars),
             )
+            self.fail("bad packet")
         elif isinstance(event, Failed):
             if event.reason == "bad_cookie":
-                logger.warning("connection from %s refused: wrong cookie", self.peer or "a node")
+                self.node.log.log(
+                    logger,
+                    logging.WARNING,
+                    "bad_cookie",
+                    "connection from %s refused: wrong cookie",
+                    self.peer or "a node",
+                )
             self.fail(f"{event.reason}: {getattr(event, 'detail', '')}")
 
     def _complete(self, done: Complete) -> None:
         self.peer = done.peer_name
         self.peer_hidden = done.peer_hidden
+        self.node.handshake_over(self)
         if not self.node.adopt(self):
             self.fail("superseded")
             return
+        self.writer_started = True
+        threading.Thread(
+            target=self._writer_loop, name=f"beamlet-dist-writer-{self.peer}", daemon=True
+        ).start()
         with self.lock:
             pending, self.pending = self.pending, []
             self.state = UP

@@ -39,6 +39,9 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from beamlet.dist.etf import (
     DEFAULT_CONTEXT,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_EQUAL_HASHES,
     ETFContext,
     ETFDecodeError,
     decode_term,
@@ -46,6 +49,7 @@ from beamlet.dist.etf import (
     encode_term_into,
 )
 from beamlet.dist.handshake import DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
+from beamlet.dist.limits import brief
 from beamlet.terms import Atom, Pid, Ref
 
 __all__ = [
@@ -459,14 +463,16 @@ class UnknownControl(Control):
 def decode_control(term: Any) -> Control:
     """Turn a decoded control tuple into its message class."""
     if type(term) is not tuple or not term or type(term[0]) is not int:
-        raise ControlDecodeError(f"control message is not a tuple with an integer tag: {term!r}")
+        raise ControlDecodeError(
+            f"control message is not a tuple with an integer tag: {brief(term)}"
+        )
     cls = _BY_TAG.get(term[0])
     if cls is None:
         return UnknownControl(term)
     layout = cls.LAYOUT
     if len(term) != len(layout) + 1:
         raise ControlDecodeError(
-            f"{cls.__name__} needs {len(layout) + 1} elements, got {len(term)}: {term!r}"
+            f"{cls.__name__} needs {len(layout) + 1} elements, got {len(term)}: {brief(term)}"
         )
     kwargs = {name: v for name, v in zip(layout, term[1:], strict=True) if name != _UNUSED}
     return cls(**kwargs)
@@ -599,7 +605,10 @@ class DistDecoder:
     means the peer and we disagree on the atom cache: close the connection.
 
     Memory is bounded: a message larger than ``max_message`` bytes, or more
-    than ``max_sequences`` fragmented messages in flight, is refused.
+    than ``max_sequences`` fragmented messages in flight, is refused; so is a
+    term nested deeper than ``max_depth``, with more than ``max_elements``
+    list, tuple and map elements, or a map with more than ``max_equal_hashes``
+    keys of one hash value (see :func:`beamlet.dist.etf.decode_term`).
     """
 
     def __init__(
@@ -608,11 +617,17 @@ class DistDecoder:
         *,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_elements: int | None = DEFAULT_MAX_ELEMENTS,
+        max_equal_hashes: int = DEFAULT_MAX_EQUAL_HASHES,
     ) -> None:
         self.ctx = ctx
         self.atom_cache = AtomCache()
         self.max_message = max_message
         self.max_sequences = max_sequences
+        self.max_depth = max_depth
+        self.max_elements = max_elements
+        self.max_equal_hashes = max_equal_hashes
         self._sequences: dict[int, _Sequence] = {}
         self._buffered = 0
         # Headers that store no atom, and the control term that last followed
@@ -683,7 +698,7 @@ class DistDecoder:
         if versioned:
             pos = self._version(buf, pos)
         start = pos
-        ctl_term, pos = decode_term(buf, pos, self.ctx, atom_cache=atoms)
+        ctl_term, pos = self._term(buf, pos, atoms)
         control = decode_control(ctl_term)
         if remember is not None and atoms is not None:
             if isinstance(control, UnknownControl):  # its payload flag is per packet
@@ -691,6 +706,17 @@ class DistDecoder:
             else:
                 self._known[remember] = (atoms, buf[start:pos], control)
         return self._decode_payload(buf, pos, atoms, control, versioned)
+
+    def _term(self, buf: bytes, pos: int, atoms: list[Any] | None) -> tuple[Any, int]:
+        return decode_term(
+            buf,
+            pos,
+            self.ctx,
+            atom_cache=atoms,
+            max_depth=self.max_depth,
+            max_elements=self.max_elements,
+            max_equal_hashes=self.max_equal_hashes,
+        )
 
     @staticmethod
     def _version(buf: bytes, at: int) -> int:
@@ -705,7 +731,7 @@ class DistDecoder:
         def term(at: int) -> tuple[Any, int]:
             if versioned:
                 at = self._version(buf, at)
-            return decode_term(buf, at, self.ctx, atom_cache=atoms)
+            return self._term(buf, at, atoms)
 
         if isinstance(control, UnknownControl):
             if pos < len(buf):

@@ -37,6 +37,7 @@ __all__ = [
     "Request",
     "alive2_req",
     "alive2_resp",
+    "check_name",
     "names_req",
     "names_resp",
     "parse_alive2_resp",
@@ -63,8 +64,31 @@ NODE_HIDDEN: Final = 72  # 'H'
 PROTOCOL_TCP_IPV4: Final = 0
 
 
+#: Longest request the server reads (epmd's INBUF_SIZE: 3 * MAXSYMLEN, where
+#: MAXSYMLEN = 255 characters * 4 bytes).
+MAX_REQUEST: Final = 3 * 255 * 4
+#: Longest Extra field of ALIVE2_REQ (epmd's MAXSYMLEN).
+MAX_EXTRA: Final = 255 * 4
+
+
 class EPMDError(ValueError):
     """Malformed EPMD data, or an error result from EPMD."""
+
+
+def check_name(name: str) -> str | None:
+    """Why ``name`` (the part of a node name before ``@``) cannot be registered,
+    or None if it can: 1 to 255 characters (as an atom), no ``@``, no NUL.
+    epmd refuses the same (node_reg2 in epmd_srv.c), plus ``@``, which no
+    node name's alive part can hold."""
+    if not name:
+        return "empty node name"
+    if len(name) > 255:
+        return f"node name longer than 255 characters ({len(name)})"
+    if "@" in name:
+        return "node name contains '@' (register only the part before it)"
+    if "\x00" in name:
+        return "node name contains NUL"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +118,10 @@ def _framed(body: bytes) -> bytes:
 
 
 def _encode_info(info: NodeInfo) -> bytes:
+    why = check_name(info.name)
+    if why is not None:
+        raise EPMDError(f"bad node name for EPMD: {why}")
     name = info.name.encode()
-    if not name or len(name) > 255 or b"@" in name:
-        raise EPMDError(f"bad node name for EPMD: {info.name!r} (the part before '@')")
     return (
         _info_head.pack(
             info.port, info.node_type, info.protocol, info.highest_version, info.lowest_version

@@ -7,6 +7,7 @@ its bytes.  The EPMD port is ``ERL_EPMD_PORT`` from the environment when set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -52,7 +53,19 @@ class Registration:
 
     def close(self) -> None:
         with self._lock:
+            # shutdown first: close() alone does not wake a thread in wait_closed()
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
+
+    def wait_closed(self) -> None:
+        """Block until the registration ends: EPMD closed the connection (it
+        stopped, or died), or :meth:`close` was called."""
+        try:
+            while self._sock.recv(64):
+                pass  # EPMD sends nothing more; epmd would close on anything sent
+        except OSError:
+            pass
 
     def __enter__(self) -> Registration:
         return self

@@ -56,7 +56,9 @@ masked to 32 bits.
 Errors: decoding raises only :class:`ETFDecodeError` (a ``ValueError``), with
 what and where (byte offset); sizes are checked against the input before
 anything is allocated, nesting is limited (``max_depth``), compressed terms
-are inflated with a cap.  Encoding an unsupported Python type raises
+are inflated with a cap, the elements of one term can be capped
+(``max_elements``: memory and time per term) and so can the keys of one map
+that collide in Python's hash (``max_equal_hashes``: no quadratic map build).  Encoding an unsupported Python type raises
 ``TypeError`` naming the type (nothing is pickled); an unrepresentable value
 (a non-finite float, an atom over 255 characters) raises ``ValueError``.
 """
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -132,6 +135,16 @@ LOCAL_EXT: Final = 121
 DEFAULT_MAX_DEPTH: Final = 256
 #: Default cap on the inflated size of a compressed term (bytes).
 DEFAULT_MAX_UNCOMPRESSED: Final = 256 * 1024 * 1024
+#: Default cap on the list, tuple and map elements of one decoded term. Each
+#: element is a Python object (an empty list decoded from one byte costs 56
+#: bytes), so this bounds what one term may cost in memory and time, whatever
+#: its size in bytes. None: no cap.
+DEFAULT_MAX_ELEMENTS: Final[int | None] = None
+#: Default cap on the keys of one map that share one Python hash value. Python
+#: hashes integers (and tuples of them) predictably: a map whose keys all
+#: collide costs quadratic time to build (876 KB took 14 s). Legitimate maps
+#: stay far below it.
+DEFAULT_MAX_EQUAL_HASHES: Final = 32
 
 _MASK32: Final = 0xFFFFFFFF
 
@@ -363,7 +376,19 @@ def _tag_name(tag: int) -> str:
 
 
 class _Decoder:
-    __slots__ = ("atoms", "buf", "creation", "depth", "max_depth", "node", "size", "text")
+    __slots__ = (
+        "atoms",
+        "buf",
+        "creation",
+        "depth",
+        "elements",
+        "max_depth",
+        "max_elements",
+        "max_equal_hashes",
+        "node",
+        "size",
+        "text",
+    )
 
     def __init__(
         self,
@@ -371,6 +396,8 @@ class _Decoder:
         ctx: ETFContext,
         atoms: Sequence[Any] | None,
         max_depth: int,
+        max_elements: int | None = None,
+        max_equal_hashes: int = DEFAULT_MAX_EQUAL_HASHES,
     ) -> None:
         self.buf = buf
         self.size = len(buf)
@@ -380,6 +407,10 @@ class _Decoder:
         self.atoms = atoms
         self.depth = 0
         self.max_depth = max_depth
+        self.max_elements = max_elements
+        #: Elements this term may still have (counted per container, not per item).
+        self.elements = sys.maxsize if max_elements is None else max_elements
+        self.max_equal_hashes = max_equal_hashes
 
     # helpers
 
@@ -398,6 +429,11 @@ class _Decoder:
         self.depth += 1
         if self.depth > self.max_depth:
             raise ETFDecodeError(f"term nested deeper than {self.max_depth} at offset {pos}")
+
+    def too_many(self, pos: int) -> None:
+        raise ETFDecodeError(
+            f"term has more than {self.max_elements} list, tuple and map elements (at offset {pos})"
+        )
 
     def raw_atom(self, pos: int) -> tuple[Atom, int]:
         """Decode an atom in a position that must be an atom (node, module)."""
@@ -548,6 +584,9 @@ def _d_tuple_items(d: _Decoder, pos: int, n: int) -> tuple[Any, int]:
         return (), pos
     if n > d.size - pos:
         raise ETFDecodeError(f"tuple arity {n} at offset {pos} exceeds the remaining input")
+    d.elements -= n
+    if d.elements < 0:
+        d.too_many(pos)
     d.enter(pos)
     items: list[Any] = []
     append = items.append
@@ -577,6 +616,9 @@ def _d_tuple_items(d: _Decoder, pos: int, n: int) -> tuple[Any, int]:
 
 
 def _d_nil(d: _Decoder, pos: int) -> tuple[Any, int]:
+    d.elements -= 1  # one byte, one new list object: the costliest element
+    if d.elements < 0:
+        d.too_many(pos)
     return [], pos
 
 
@@ -584,6 +626,9 @@ def _d_string(d: _Decoder, pos: int) -> tuple[Any, int]:
     d.need(pos, 2, "STRING_EXT")
     (n,) = _unpack_u16(d.buf, pos)
     d.need(pos + 2, n, "STRING_EXT")
+    d.elements -= n + 1  # and the list itself: an empty STRING_EXT is a new []
+    if d.elements < 0:
+        d.too_many(pos)
     return list(d.buf[pos + 2 : pos + 2 + n]), pos + 2 + n
 
 
@@ -593,6 +638,9 @@ def _d_list(d: _Decoder, pos: int) -> tuple[Any, int]:
     pos += 4
     if n >= d.size - pos:  # n elements + a tail, at least one byte each
         raise ETFDecodeError(f"list length {n} at offset {pos - 4} exceeds the remaining input")
+    d.elements -= n
+    if d.elements < 0:
+        d.too_many(pos)
     d.enter(pos)
     items: list[Any] = []
     append = items.append
@@ -638,17 +686,42 @@ def _d_map(d: _Decoder, pos: int) -> tuple[Any, int]:
     pos += 4
     if n * 2 > d.size - pos:
         raise ETFDecodeError(f"map arity {n} at offset {start} exceeds the remaining input")
+    d.elements -= 2 * n + 1
+    if d.elements < 0:
+        d.too_many(start)
     d.enter(pos)
     out: dict[Any, Any] = {}
     buf = d.buf
     table = _DECODERS
-    for _ in range(n):
-        k, pos = table[buf[pos]](d, pos + 1)
-        v, pos = table[buf[pos]](d, pos + 1)
-        try:
+    if n <= d.max_equal_hashes:  # too few keys to collide harmfully
+        for _ in range(n):
+            k, pos = table[buf[pos]](d, pos + 1)
+            v, pos = table[buf[pos]](d, pos + 1)
+            try:
+                out[k] = v
+            except TypeError:
+                out[_freeze(k)] = v
+    else:
+        # Count keys per hash value before each insert: a map built so that
+        # its keys collide is refused before the dict goes quadratic.
+        limit = d.max_equal_hashes
+        seen: dict[int, int] = {}
+        for _ in range(n):
+            k, pos = table[buf[pos]](d, pos + 1)
+            v, pos = table[buf[pos]](d, pos + 1)
+            try:
+                h = hash(k)
+            except TypeError:
+                k = _freeze(k)
+                h = hash(k)
+            c = seen.get(h, 0) + 1
+            if c > limit:
+                raise ETFDecodeError(
+                    f"map at offset {start}: more than {limit} keys share one hash value "
+                    "(a map built to make Python's dict quadratic)"
+                )
+            seen[h] = c
             out[k] = v
-        except TypeError:
-            out[_freeze(k)] = v
     d.depth -= 1
     if len(out) != n:
         raise ETFDecodeError(
@@ -772,7 +845,8 @@ def _d_export(d: _Decoder, pos: int) -> tuple[Any, int]:
     f, pos = d.raw_atom(pos)
     a, pos = d.term(pos)
     if type(a) is not int or not 0 <= a <= 255:
-        raise ETFDecodeError(f"EXPORT_EXT arity at offset {pos} is not a small integer: {a!r}")
+        what = repr(a) if type(a) is int and a.bit_length() < 64 else type(a).__name__
+        raise ETFDecodeError(f"EXPORT_EXT arity at offset {pos} is not a small integer: {what}")
     return Export(m, f, a), pos
 
 
@@ -788,6 +862,9 @@ def _d_new_fun(d: _Decoder, pos: int) -> tuple[Any, int]:
     index, nfree = _unpack_u32x2(buf, pos + 21)
     if nfree > d.size - pos:
         raise ETFDecodeError(f"NEW_FUN_EXT at offset {start}: {nfree} free variables")
+    d.elements -= nfree
+    if d.elements < 0:
+        d.too_many(start)
     end = pos + size
     p = pos + 29
     d.enter(p)
@@ -881,15 +958,19 @@ def decode_term(
     *,
     atom_cache: Sequence[Any] | None = None,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    max_elements: int | None = DEFAULT_MAX_ELEMENTS,
+    max_equal_hashes: int = DEFAULT_MAX_EQUAL_HASHES,
 ) -> tuple[Any, int]:
     """Decode one term *without* the version byte, starting at ``pos``.
 
     Returns ``(term, end)`` where ``end`` is the offset just past the term.
     This is the form used after a distribution header. ``atom_cache`` is the
     list of (already mapped) atoms an ``ATOM_CACHE_REF`` index refers to.
+    ``max_depth``, ``max_elements`` and ``max_equal_hashes``: see the module
+    documentation ("Errors").
     """
     buf = _as_bytes(data)
-    d = _Decoder(buf, ctx, atom_cache, max_depth)
+    d = _Decoder(buf, ctx, atom_cache, max_depth, max_elements, max_equal_hashes)
     try:
         return d.term(pos)
     except ETFDecodeError:
@@ -906,6 +987,8 @@ def decode(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+    max_elements: int | None = DEFAULT_MAX_ELEMENTS,
+    max_equal_hashes: int = DEFAULT_MAX_EQUAL_HASHES,
 ) -> Any:
     """Decode a whole ``term_to_binary`` result: 131, then a term (maybe
     compressed). Trailing bytes are an error."""
@@ -916,7 +999,14 @@ def decode(
         raise ETFDecodeError(f"bad version byte {buf[0]} (expected {VERSION})")
     if len(buf) >= 2 and buf[1] == COMPRESSED:
         buf = _inflate(buf, max_uncompressed)
-    term, end = decode_term(buf, 1, ctx, max_depth=max_depth)
+    term, end = decode_term(
+        buf,
+        1,
+        ctx,
+        max_depth=max_depth,
+        max_elements=max_elements,
+        max_equal_hashes=max_equal_hashes,
+    )
     if end != len(buf):
         raise ETFDecodeError(f"{len(buf) - end} trailing bytes after the term at offset {end}")
     return term

@@ -8,20 +8,36 @@
   takes no part in global name registration);
 * an I/O sink is the group leader of our rpc calls on Erlang nodes (their
   ``io:format`` output is logged at debug level).
+
+They cannot be silenced (docs/distribution.md, "Security"), as OTP's
+``kernel_sup`` keeps its ``net_kernel`` and ``rex``:
+
+* a request they cannot handle (a ``From`` that is not a pair, a module name
+  that is a 5,000-digit integer...) is answered with an error or dropped with a
+  bounded, rate-limited log line; it never kills the service;
+* they trap exits (a linked peer dying with reason ``kill`` is a message), and
+  the node refuses exit signals a peer sends them (node.py);
+* a reply goes only to a caller on this node or on a node connected now: a
+  request is never a reason to dial a third node;
+* a keeper process monitors them and restarts (and registers again) any that
+  dies anyway -- at once, or after a back-off growing to 5 s when one dies more
+  than 10 times in 10 s: the node never gives up on its services.
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import beamlet
-from beamlet import ANY, Atom, Pid
+from beamlet import ANY, Atom, Down, Pid, Ref
 from beamlet.dist.etf import ImproperList
+from beamlet.dist.limits import brief, brief_exception
 from beamlet.otp import gen
 
 logger = logging.getLogger("beamlet.dist")
@@ -52,41 +68,115 @@ def _is_call(msg: Any) -> bool:
     return type(msg) is tuple and len(msg) == 3 and msg[0] == "$gen_call"
 
 
-async def _net_kernel() -> None:
+def _is_atom(value: Any) -> bool:
+    return type(value) is Atom
+
+
+def _reply(node: Any, from_: Any, value: Any) -> None:
+    """gen.reply to a ``From`` a peer sent: only a ``{Pid, Tag}`` whose pid
+    (and alias, if the tag is one) is on this node or a connected one."""
+    if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
+        raise ValueError("From is not a {Pid, Tag} pair")
+    pid, tag = from_
+    if not node.reachable(pid.node):
+        raise ValueError(f"the caller's node {pid.node} is not connected")
+    if type(tag) is tuple and len(tag) == 2 and type(tag[1]) is Ref:
+        if not node.reachable(tag[1].node):
+            raise ValueError("the caller's alias is on a node that is not connected")
+    gen.reply(from_, value)
+
+
+async def _serve(name: str, node: Any, handle: Callable[[Any, Any], None]) -> None:
+    """A service loop: ``handle(node, msg)`` for each message; a message it
+    cannot handle is dropped with a bounded, rate-limited log line."""
+    beamlet.process_flag("trap_exit", True)
     while True:
         msg = await beamlet.receive()
-        if _is_call(msg):
-            req = msg[2]
-            if type(req) is tuple and len(req) == 2 and req[0] == "is_auth":
-                gen.reply(msg[1], Atom("yes"))
-            else:
-                gen.reply(msg[1], (Atom("error"), Atom("not_supported")))
+        try:
+            handle(node, msg)
+        except Exception as e:
+            node.log.log(
+                logger,
+                logging.WARNING,
+                "service_request",
+                "%s dropped a request it cannot answer (%s): %s",
+                name,
+                brief_exception(e, node.limits.log_chars),
+                brief(msg, node.limits.log_chars),
+            )
 
 
-async def _rex() -> None:
-    while True:
-        msg = await beamlet.receive()
-        if _is_call(msg):
-            req = msg[2]
-            if type(req) is tuple and len(req) >= 4 and req[0] == "call":
-                beamlet.spawn(_rpc_worker, msg[1], str(req[1]), str(req[2]), req[3])
-            else:
-                gen.reply(msg[1], (Atom("badrpc"), Atom("not_supported")))
-        elif (
-            type(msg) is tuple
-            and len(msg) == 2
-            and msg[1] == "features_request"
-            and type(msg[0]) is Pid
-        ):
-            beamlet.send(msg[0], (Atom("features_reply"), beamlet.node(), []))
+def _net_kernel_handle(node: Any, msg: Any) -> None:
+    if _is_call(msg):
+        req = msg[2]
+        if type(req) is tuple and len(req) == 2 and req[0] == "is_auth":
+            _reply(node, msg[1], Atom("yes"))
+        else:
+            _reply(node, msg[1], (Atom("error"), Atom("not_supported")))
+    # anything else (trapped exits included) is dropped
 
 
-async def _rpc_worker(from_: Any, module: str, function: str, args: Any) -> None:
+async def _net_kernel(node: Any) -> None:
+    await _serve("net_kernel", node, _net_kernel_handle)
+
+
+def _rex_handle(node: Any, msg: Any) -> None:
+    if _is_call(msg):
+        req = msg[2]
+        if type(req) is tuple and len(req) >= 4 and req[0] == "call":
+            module, function, args = req[1], req[2], req[3]
+            if not (_is_atom(module) and _is_atom(function) and isinstance(args, list)):
+                _reply(node, msg[1], (Atom("badrpc"), Atom("badarg")))
+                return
+            _reply_check(node, msg[1])
+            beamlet.spawn(_rpc_worker, node, msg[1], str(module), str(function), args)
+        else:
+            _reply(node, msg[1], (Atom("badrpc"), Atom("not_supported")))
+    elif (
+        type(msg) is tuple
+        and len(msg) == 2
+        and msg[1] == "features_request"
+        and type(msg[0]) is Pid
+        and node.reachable(msg[0].node)
+    ):
+        beamlet.send(msg[0], (Atom("features_reply"), beamlet.node(), []))
+
+
+def _reply_check(node: Any, from_: Any) -> None:
+    """Refuse a call whose reply could not be sent, before doing any work."""
+    if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
+        raise ValueError("From is not a {Pid, Tag} pair")
+    if not node.reachable(from_[0].node):
+        raise ValueError(f"the caller's node {from_[0].node} is not connected")
+
+
+async def _rex(node: Any) -> None:
+    await _serve("rex", node, _rex_handle)
+
+
+def _reply_late(node: Any, from_: Any, value: Any) -> None:
+    """A reply after the work: the caller's node may be gone by now."""
+    try:
+        _reply(node, from_, value)
+    except ValueError:
+        pass
+
+
+async def _rpc_worker(node: Any, from_: Any, module: str, function: str, args: Any) -> None:
     with _exposed_lock:
         fn = _exposed.get((module, function))
     if fn is None:
-        logger.warning("refused rpc:call %s:%s from %r: not exposed", module, function, from_[0])
-        gen.reply(
+        node.log.log(
+            logger,
+            logging.WARNING,
+            "rpc_refused",
+            "refused rpc:call %s:%s from %r: not exposed",
+            module,
+            function,
+            from_[0],
+        )
+        _reply_late(
+            node,
             from_,
             (
                 Atom("badrpc"),
@@ -99,7 +189,8 @@ async def _rpc_worker(from_: Any, module: str, function: str, args: Any) -> None
         if inspect.isawaitable(result):
             result = await result
     except Exception as e:
-        gen.reply(
+        _reply_late(
+            node,
             from_,
             (
                 Atom("badrpc"),
@@ -110,7 +201,7 @@ async def _rpc_worker(from_: Any, module: str, function: str, args: Any) -> None
             ),
         )
         return
-    gen.reply(from_, result)
+    _reply_late(node, from_, result)
 
 
 GO = Atom("$erpc_go")
@@ -121,6 +212,8 @@ async def erpc_execute(ref: Any, module: Any, function: Any, args: Any) -> None:
     function and exits with erpc's result reason, which reaches the caller in
     the DOWN of the monitor it spawned us with."""
     await beamlet.receive(GO)
+    if not (_is_atom(module) and _is_atom(function) and isinstance(args, list)):
+        raise beamlet.ProcessExit((ref, Atom("error"), Atom("badarg"), []))
     with _exposed_lock:
         fn = _exposed.get((str(module), str(function)))
     if fn is None:
@@ -138,31 +231,111 @@ async def erpc_execute(ref: Any, module: Any, function: Any, args: Any) -> None:
     raise beamlet.ProcessExit((ref, Atom("return"), result))
 
 
-async def _global_name_server() -> None:
-    while True:
-        msg = await beamlet.receive()
-        if _is_call(msg):
-            gen.reply(msg[1], Atom("ok"))
+def _global_handle(node: Any, msg: Any) -> None:
+    if _is_call(msg):
+        _reply(node, msg[1], Atom("ok"))
 
 
-async def _io_sink_loop() -> None:
-    while True:
-        msg = await beamlet.receive()
-        if type(msg) is tuple and len(msg) == 4 and msg[0] == "io_request":
-            logger.debug("remote io: %r", msg[3])
+async def _global_name_server(node: Any) -> None:
+    await _serve("global_name_server", node, _global_handle)
+
+
+def _io_sink_handle(node: Any, msg: Any) -> None:
+    if type(msg) is tuple and len(msg) == 4 and msg[0] == "io_request":
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("remote io: %s", brief(msg[3], node.limits.log_chars))
+        if type(msg[1]) is Pid and node.reachable(msg[1].node):
             beamlet.send(msg[1], (Atom("io_reply"), msg[2], Atom("ok")))
 
 
+async def _io_sink_loop(node: Any) -> None:
+    await _serve("io sink", node, _io_sink_handle)
+
+
+#: The services: registered name (None: unregistered) -> body.
+_SERVICES: dict[str, Callable[[Any], Awaitable[None]]] = {
+    "net_kernel": _net_kernel,
+    "rex": _rex,
+    "global_name_server": _global_name_server,
+    "io_sink": _io_sink_loop,
+}
+_UNREGISTERED = frozenset({"io_sink"})
+_keepers: dict[Any, Pid] = {}
+
+
+def _start_service(node: Any, name: str) -> Pid:
+    pid = beamlet.spawn(_SERVICES[name], node)
+    if name in _UNREGISTERED:
+        _io_sink[node.rt] = pid
+    else:
+        try:
+            beamlet.register(name, pid)
+        except Exception as e:  # the name is someone else's now: theirs to serve
+            logger.error("node service %s not registered: %s", name, brief_exception(e))
+    return pid
+
+
 def start(node: Any) -> None:
-    """Spawn and register the service processes (called by start_node)."""
-    for name, body in (
-        ("net_kernel", _net_kernel),
-        ("rex", _rex),
-        ("global_name_server", _global_name_server),
-    ):
-        if beamlet.whereis(name) is None:
-            beamlet.register(name, beamlet.spawn(body))
-    _io_sink[node.rt] = beamlet.spawn(_io_sink_loop)
+    """Spawn and register the service processes and their keeper (called by
+    start_node, in a process). A name someone already registered is left to
+    its owner."""
+    pids = {}
+    for name in _SERVICES:
+        if name in _UNREGISTERED or beamlet.whereis(name) is None:
+            pids[name] = _start_service(node, name)
+    keeper = beamlet.spawn(_keeper, node, pids)
+    _keepers[node.rt] = keeper
+    node.protected = frozenset([*pids.values(), keeper])
+
+
+def stop(node: Any) -> None:
+    """Stop the keeper, then the services (called by stop_node)."""
+    keeper = _keepers.pop(node.rt, None)
+    victims = [keeper] if keeper is not None else []
+    victims += [p for p in node.protected if p != keeper]
+    for pid in victims:
+        try:
+            beamlet.exit(pid, "kill")
+        except Exception:  # outside a runtime: nothing to stop
+            return
+    _io_sink.pop(node.rt, None)
+
+
+async def _keeper(node: Any, pids: dict[str, Pid]) -> None:
+    """Monitor the services; restart (and register again) any that dies."""
+    beamlet.process_flag("trap_exit", True)
+    me = beamlet.self()
+    watched = {beamlet.monitor(pid): name for name, pid in pids.items()}
+    deaths: collections.deque[float] = collections.deque()
+    backoff = 0.0
+    while True:
+        msg = await beamlet.receive()
+        if type(msg) is not Down or msg.ref not in watched:
+            continue  # a trapped exit, or anything else: not ours to act on
+        name = watched.pop(msg.ref)
+        now = time.monotonic()
+        deaths.append(now)
+        while deaths and deaths[0] < now - 10.0:
+            deaths.popleft()
+        if len(deaths) > 10:
+            backoff = min(5.0, max(0.1, backoff * 2))
+        else:
+            backoff = 0.0
+        node.log.log(
+            logger,
+            logging.ERROR,
+            "service_down",
+            "node service %s exited (%s); restarting it%s",
+            name,
+            brief(msg.reason, node.limits.log_chars),
+            f" in {backoff:.1f} s" if backoff else "",
+        )
+        if backoff:
+            await beamlet.sleep(backoff)
+        pid = _start_service(node, name)
+        pids[name] = pid
+        node.protected = frozenset([*pids.values(), me])
+        watched[beamlet.monitor(pid)] = name
 
 
 # -- calls toward other nodes ----------------------------------------------------
@@ -211,4 +384,4 @@ async def rpc_call(
     )
 
 
-_ = (ANY, ImproperList, time)
+_ = (ANY, ImproperList)

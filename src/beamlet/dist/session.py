@@ -42,7 +42,13 @@ from beamlet.dist.control import (
     DistEncoder,
     DistHeaderError,
 )
-from beamlet.dist.etf import ETFContext, ETFDecodeError
+from beamlet.dist.etf import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_EQUAL_HASHES,
+    ETFContext,
+    ETFDecodeError,
+)
 from beamlet.dist.framing import DEFAULT_MAX_PACKET, TICK, FrameError, PacketReader, frame
 from beamlet.dist.handshake import Acceptor, Complete, Failed, Initiator, Send
 
@@ -94,6 +100,9 @@ class DistSession:
         max_packet: int = DEFAULT_MAX_PACKET,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_elements: int | None = DEFAULT_MAX_ELEMENTS,
+        max_equal_hashes: int = DEFAULT_MAX_EQUAL_HASHES,
         text: bool = False,
     ) -> None:
         self.handshake = handshake
@@ -104,7 +113,14 @@ class DistSession:
         self.closed: Failed | None = None
         self._fragment_size = fragment_size
         self._reader = PacketReader(4, max_size=max_packet)
-        self._decoder = DistDecoder(self.ctx, max_message=max_message, max_sequences=max_sequences)
+        self._decoder = DistDecoder(
+            self.ctx,
+            max_message=max_message,
+            max_sequences=max_sequences,
+            max_depth=max_depth,
+            max_elements=max_elements,
+            max_equal_hashes=max_equal_hashes,
+        )
         self._encoder: DistEncoder | None = None
         self._recv_lock = threading.Lock()
         self._send_lock = threading.Lock()
