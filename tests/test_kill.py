@@ -14,7 +14,7 @@ import time
 import weakref
 
 import pytest
-from tests.conftest import run
+from tests.conftest import needs_precise_kills, run
 
 import beamlet
 from beamlet import ANY, Down, exit, receive, send, sleep, spawn, spawn_monitor
@@ -177,6 +177,7 @@ def test_stress_kills_never_escape_into_a_scheduler(thread_deaths):
         assert thread_deaths == []
 
 
+@needs_precise_kills
 def test_killing_processes_that_log_in_a_loop_never_leaves_the_handler_lock_held():
     """A kill that lands in logging between a lock's acquire and its try would
     leave the handler locked for every other process (seen before kill.py)."""
@@ -251,6 +252,7 @@ def test_a_kill_is_not_swallowed_by_weakref_callbacks_or_finalizers(thread_death
     assert thread_deaths == []
 
 
+@needs_precise_kills
 def test_a_killed_process_that_starts_threads_in_a_loop_stops():
     """It spends its time in the standard library (Thread.start, join): the kill
     waits for its own code, which it reaches every iteration."""

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from tests.conftest import run
+from tests.conftest import needs_precise_kills, run
 
 import beamlet
 from beamlet import ANY, Down, exit, process_info, receive, send, spawn, spawn_monitor
@@ -250,6 +250,7 @@ def test_statistics_are_a_frozen_snapshot():
         stats.processes = 5  # type: ignore[misc]
 
 
+@needs_precise_kills
 def test_a_process_killed_while_it_starts_threads_stops_and_no_new_thread_is_hit():
     """A new thread carries its creator's ident until it first runs: a kill
     aimed at the creator must not land in it too (the creator would wait for it

@@ -259,9 +259,11 @@ _SAMPLE_FRAMES = iter(sys._current_frames, None)
 
 
 class AsyncExcKiller(Killer):
-    """The fallback. A process declared dead (a zombie: it swallowed its kill, or
-    never ran process code for ZOMBIE_AFTER) is also shot in standard library
-    code, so that its code still stops; never in beamlet's kernel."""
+    """The fallback. It can only stop code that is at the top of its thread's
+    stack at one of sysmon's samples: a process that lives in the standard
+    library (blocked on a lock, starting threads in a loop) is declared dead
+    after ZOMBIE_AFTER and its thread runs on until it is caught in its own code.
+    It is never shot in library code: that is what left locks held."""
 
     asynchronous = True
 
@@ -278,14 +280,13 @@ class AsyncExcKiller(Killer):
             try:
                 if _a_thread_is_starting():
                     return False
-                return self._inject_if_safe(s.ident, proc.zombie)
+                return self._inject_if_safe(s.ident)
             finally:
                 _limbo_lock.release()
-        return self._inject_if_safe(s.ident, proc.zombie)
+        return self._inject_if_safe(s.ident)
 
-    def _inject_if_safe(self, ident: int, zombie: bool) -> bool:
+    def _inject_if_safe(self, ident: int) -> bool:
         kinds = self.kinds
-        worst = STDLIB if zombie else PROCESS
         code: Any = None
         for _ in range(3):
             sampled = False
@@ -295,7 +296,7 @@ class AsyncExcKiller(Killer):
                 for frames in _SAMPLE_FRAMES:
                     code = frames[ident].f_code
                     sampled = True
-                    if kinds[code] <= worst and ident not in _collecting:
+                    if kinds[code] == PROCESS and ident not in _collecting:
                         _set_async_exc(ident, AsyncKill)
                         return True
                     break
