@@ -12,6 +12,7 @@ from typing import Any
 
 from beamlet._kernel.api import GC_THRESHOLDS
 from beamlet._kernel.api import run as _kernel_run
+from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
 
 
 def run(
@@ -19,6 +20,8 @@ def run(
     *args: Any,
     schedulers: int | None = None,
     gc_thresholds: tuple[int, int, int] | None = GC_THRESHOLDS,
+    blocking_threads: int = DEFAULT_BLOCKING_THREADS,
+    max_threads: int | None = None,
     node: str | None = None,
     cookie: str | None = None,
     hidden: bool = False,
@@ -30,6 +33,9 @@ def run(
     ``schedulers``: scheduler threads (default: one per CPU on free-threaded
     CPython, one under the GIL). ``gc_thresholds``: ``gc.set_threshold``
     while the runtime runs (None: leave the collector alone).
+    ``blocking_threads``: threads of the :func:`beamlet.blocking` pool (default
+    64). ``max_threads``: cap on scheduler threads, those runaway processes
+    keep included (default 2048).
 
     ``node="name@host"`` makes the runtime a distributed node before ``main``
     starts (see :func:`beamlet.dist.start_node` for ``cookie``, ``hidden``,
@@ -39,8 +45,14 @@ def run(
     ``run`` raises the same exception; if it was killed by an exit signal,
     ``run`` raises ``ProcessExit(reason)`` (or the exception that was the reason).
     """
+    options: dict[str, Any] = {
+        "schedulers": schedulers,
+        "gc_thresholds": gc_thresholds,
+        "blocking_threads": blocking_threads,
+        "max_threads": max_threads,
+    }
     if node is None:
-        return _kernel_run(main, *args, schedulers=schedulers, gc_thresholds=gc_thresholds)
+        return _kernel_run(main, *args, **options)
     name = node
 
     async def boot(*main_args: Any) -> Any:
@@ -53,4 +65,4 @@ def run(
             stop_node()
 
     boot.__qualname__ = getattr(main, "__qualname__", "main")
-    return _kernel_run(boot, *args, schedulers=schedulers, gc_thresholds=gc_thresholds)
+    return _kernel_run(boot, *args, **options)

@@ -21,6 +21,7 @@ from beamlet._kernel import process as P
 from beamlet._kernel import runtime as R
 from beamlet._kernel.copying import _leaves, copy_message
 from beamlet._kernel.matching import matches, mentions
+from beamlet._kernel.pool import DONE
 from beamlet._kernel.process import NOTHING, BadArg, Process, Sig
 from beamlet._kernel.runtime import (
     KILL,
@@ -59,6 +60,8 @@ def run(
     *args: Any,
     schedulers: int | None = None,
     gc_thresholds: tuple[int, int, int] | None = GC_THRESHOLDS,
+    blocking_threads: int = R.DEFAULT_BLOCKING_THREADS,
+    max_threads: int | None = None,
 ) -> Any:
     """Start a runtime, run ``main(*args)`` as its first process, return its result.
 
@@ -67,13 +70,19 @@ def run(
     thread whenever a process holds one).
     ``gc_thresholds``: ``gc.set_threshold`` values while the runtime runs
     (restored afterwards); ``None`` leaves the collector alone.
+    ``blocking_threads``: threads of the pool that runs :func:`blocking` work
+    (default 64).
+    ``max_threads``: cap on scheduler threads, those that runaway processes
+    keep included (default 2048): past it, queued processes wait until a
+    runaway yields or dies.
 
     When ``main`` ends, every other process is killed and the scheduler threads
-    stop. If ``main`` raised, ``run`` raises the same exception; if it was killed
-    by an exit signal, ``run`` raises ``ProcessExit(reason)`` (or the exception
-    that was the reason).
+    stop; ``blocking()`` work still running is abandoned (the pool's threads are
+    daemons, so it does not keep the program alive). If ``main`` raised, ``run``
+    raises the same exception; if it was killed by an exit signal, ``run`` raises
+    ``ProcessExit(reason)`` (or the exception that was the reason).
     """
-    rt = Runtime(schedulers)
+    rt = Runtime(schedulers, blocking_threads=blocking_threads, max_threads=max_threads)
     R.install(rt)
     old_thresholds = gc.get_threshold()
     if gc_thresholds is not None:
@@ -81,7 +90,10 @@ def run(
     try:
         rt.start()
         rt.spawn(main, args, None, is_main=True)
-        rt.main_done.wait()
+        # A timed wait: a signal (Ctrl-C) that the OS hands to another thread
+        # only reaches Python's handler when the main thread wakes up.
+        while not rt.main_done.wait(0.1):
+            pass
         ok, value = rt.main_outcome
     except BaseException:
         rt.shutdown(grace=1.0)
@@ -406,6 +418,11 @@ def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int
     or the exception ``fn`` raised. If the process is killed while waiting, work
     that has not started is cancelled; work already running finishes on its
     thread and its result is dropped.
+
+    The pool has ``run(blocking_threads=)`` threads (default 64); past that,
+    work waits for a thread (``statistics().blocking_queued``). Its threads are
+    daemons: when ``run`` returns, work still running is abandoned and does not
+    keep the program alive.
     """
     sched = _current_scheduler()
     if sched is None or sched.current is None or sched.closing:
@@ -414,19 +431,18 @@ def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int
     rt = sched.rt
     pid = proc.pid
     wake = Sig(P.SIG_WAKE, None)
-    fut = rt.pool().submit(fn, *args, **kwargs)
-    fut.add_done_callback(lambda _f: rt.deliver(pid, wake))
+    job = rt.pool.submit(fn, args, kwargs, lambda _job: rt.deliver(pid, wake))
     try:
-        while not fut.done():
+        while job.state < DONE:
             yield _WAIT
             if proc.inbox is not None or proc.handoff is not NOTHING:
                 rt.drain(proc)
                 if proc.doom is not None:
                     yield _DIE
-        return fut.result()
+        return job.outcome()
     finally:
-        if not fut.done():
-            fut.cancel()
+        if job.state < DONE:
+            rt.pool.cancel(job)
 
 
 # ---------------------------------------------------------------------- refs
@@ -798,6 +814,11 @@ class Statistics:
     kills_pending: int  #: killed processes whose code has not stopped yet
     utilization: float  #: busy scheduler time / (N x elapsed), sampled by sysmon
     switch_interval: float  #: the GIL switch interval now (lowered while a runaway runs)
+    max_threads: int  #: cap on scheduler threads, runaways' included (run(max_threads=))
+    blocking_limit: int  #: threads the blocking() pool may start (run(blocking_threads=))
+    blocking_threads: int  #: blocking() pool threads that exist now
+    blocking_busy: int  #: blocking() pool threads running work now
+    blocking_queued: int  #: blocking() calls waiting for a pool thread
 
 
 def statistics() -> Statistics:
@@ -806,6 +827,7 @@ def statistics() -> Statistics:
     scheds = list(rt.schedulers)
     held = sum(1 for s in scheds if s.handed_off)
     mon = rt.sysmon
+    pool_threads, pool_busy, pool_queued = rt.pool.statistics()
     return Statistics(
         schedulers=rt.n_schedulers,
         threads=len(scheds),
@@ -819,6 +841,11 @@ def statistics() -> Statistics:
         kills_pending=len(rt.killing),
         utilization=mon.busy_time / mon.sampled_time if mon.sampled_time else 0.0,
         switch_interval=sys.getswitchinterval(),
+        max_threads=rt.max_threads,
+        blocking_limit=rt.pool.max_threads,
+        blocking_threads=pool_threads,
+        blocking_busy=pool_busy,
+        blocking_queued=pool_queued,
     )
 
 

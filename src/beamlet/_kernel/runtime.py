@@ -39,7 +39,6 @@ the distribution layer installs; without it, a remote link or monitor gets
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import contextvars
 import inspect
@@ -57,6 +56,8 @@ from typing import Any
 from beamlet._kernel import process as P
 from beamlet._kernel.kill import NO_EXC, clear_async_exc, make_killer, thread_state
 from beamlet._kernel.parker import GIL, Parker, counter
+from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
+from beamlet._kernel.pool import BlockingPool
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
 from beamlet._kernel.sysmon import Sysmon
 from beamlet._kernel.throttle import Throttle
@@ -67,6 +68,10 @@ logger = logging.getLogger("beamlet")
 
 #: OS priority (nice) of a thread while a runaway process holds it.
 RUNAWAY_NICE = 19
+
+#: Default cap on scheduler threads, the ones runaway processes keep included
+#: (``run(max_threads=)``): each runaway holds a thread until it yields or dies.
+DEFAULT_MAX_THREADS = 2048
 
 NORMAL = Atom("normal")
 KILL = Atom("kill")
@@ -383,7 +388,12 @@ class Scheduler:
 class Runtime:
     """One beamlet runtime: at most one runs per OS process at a time."""
 
-    def __init__(self, schedulers: int | None = None) -> None:
+    def __init__(
+        self,
+        schedulers: int | None = None,
+        blocking_threads: int = DEFAULT_BLOCKING_THREADS,
+        max_threads: int | None = None,
+    ) -> None:
         n = schedulers if schedulers is not None else default_schedulers()
         if n < 1:
             raise ValueError("schedulers must be at least 1")
@@ -400,15 +410,19 @@ class Runtime:
         self.active = n  # schedulers taking work (not handed off, not spare)
         self.spares: list[Scheduler] = []
         self.sched_lock = threading.Lock()
-        self.max_threads = max(64, 4 * n)
+        if max_threads is not None and max_threads < n:
+            raise ValueError("max_threads must be at least the number of schedulers")
+        # Scheduler threads in all, runaways' included: each runaway keeps one.
+        self.max_threads = (
+            max_threads if max_threads is not None else max(DEFAULT_MAX_THREADS, 4 * n)
+        )
         self.sysmon = Sysmon(self)
         self.loop_code = Scheduler.loop.__code__
         self.killer = make_killer(current_scheduler)
         self.async_kills = self.killer.asynchronous
         self.throttle = Throttle(stop_at=Scheduler.loop.__code__, killer=self.killer)
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.blocking_threads = 64
+        self.pool = BlockingPool(blocking_threads)
         # Processes an AsyncKill was aimed at, while they still run:
         # proc -> [first injection, last injection, attempts] (sysmon retries).
         self.killing: dict[Process, list[Any]] = {}
@@ -496,21 +510,8 @@ class Runtime:
             if s.thread is not None and s.thread is not threading.current_thread():
                 s.thread.join(0 if stuck else 5.0)
         self.timers.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
         return stuck
-
-    def pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The thread pool for blocking work (created on first use)."""
-        pool = self._pool
-        if pool is None:
-            with self.sched_lock:
-                pool = self._pool
-                if pool is None:
-                    pool = self._pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=self.blocking_threads, thread_name_prefix="beamlet-blocking"
-                    )
-        return pool
 
     def _timer_error(self, e: BaseException) -> None:
         logger.error("beamlet timer callback failed", exc_info=e)
