@@ -80,3 +80,79 @@ def test_sleep_lets_other_processes_run_and_is_not_woken_by_messages():
 
     slept, msg = run(main)
     assert slept >= 0.02 and msg == "ping"
+
+
+class _Payload:
+    """A message whose lifetime a weakref can watch (shared, not copied, by send)."""
+
+
+beamlet.register_immutable(_Payload)
+
+
+def test_a_cancelled_timer_lets_go_of_its_message_at_once():
+    """[TIMER-1] Cancelling frees what the timer holds, not at its deadline."""
+    import gc
+    import weakref
+
+    async def main():
+        payload = _Payload()
+        watch = weakref.ref(payload)
+        ref = send_after(3600, beamlet.self(), payload)
+        armed = beamlet.statistics().timers
+        del payload
+        gc.collect()
+        held_while_armed = watch() is not None
+        cancel_timer(ref)
+        gc.collect()
+        return armed, held_while_armed, watch() is None, beamlet.statistics().timers
+
+    armed, held, freed, after = run(main)
+    assert armed >= 1 and held and freed and after == armed - 1
+
+
+def test_timers_aimed_at_a_process_go_when_it_exits():
+    """[TIMER-1] Erlang: "the timer is automatically canceled if the process
+    exits": 10,000 hour-long timers aimed at a process are not kept for the hour."""
+
+    async def sink():
+        await receive("never")
+
+    async def main():
+        base = beamlet.statistics().timers
+        pid, ref = beamlet.spawn_monitor(sink)
+        refs = [send_after(3600, pid, ("tick", i)) for i in range(10_000)]
+        armed = beamlet.statistics().timers - base
+        beamlet.exit(pid, "kill")
+        await receive(beamlet.Down(ref, pid, beamlet.ANY), timeout=30)
+        left = beamlet.statistics().timers - base
+        return armed, left, {cancel_timer(r) for r in refs[:10]}
+
+    assert run(main) == (10_000, 0, {None})
+
+
+def test_a_timer_to_a_dead_pid_is_not_armed():
+    """[TIMER-1] "...canceled if the process referred to by the pid is not alive"."""
+
+    async def quick():
+        pass
+
+    async def main():
+        pid, ref = beamlet.spawn_monitor(quick)
+        await receive(beamlet.Down(ref, pid, beamlet.ANY), timeout=30)
+        base = beamlet.statistics().timers
+        tref = send_after(3600, pid, "lost")
+        return beamlet.statistics().timers - base, cancel_timer(tref)
+
+    assert run(main) == (0, None)
+
+
+def test_many_timers_to_one_process_all_fire_and_leave_nothing_behind():
+    async def main():
+        me = beamlet.self()
+        base = beamlet.statistics().timers
+        for i in range(100):
+            send_after(0.001 * (i % 10), me, i)
+        got = [await receive(timeout=30) for _ in range(100)]
+        return sorted(got) == list(range(100)), beamlet.statistics().timers - base
+
+    assert run(main) == (True, 0)

@@ -819,6 +819,7 @@ class Statistics:
     blocking_threads: int  #: blocking() pool threads that exist now
     blocking_busy: int  #: blocking() pool threads running work now
     blocking_queued: int  #: blocking() calls waiting for a pool thread
+    timers: int  #: armed timers: receive/sleep timeouts and send_after timers
 
 
 def statistics() -> Statistics:
@@ -846,6 +847,7 @@ def statistics() -> Statistics:
         blocking_threads=pool_threads,
         blocking_busy=pool_busy,
         blocking_queued=pool_queued,
+        timers=rt.timers.pending(),
     )
 
 
@@ -854,41 +856,25 @@ def statistics() -> Statistics:
 
 def send_after(seconds: float, dest: Any, msg: Any) -> Ref:
     """Send ``msg`` to ``dest`` (a pid or a name, resolved when the timer fires)
-    after ``seconds``. Returns a Ref for :func:`cancel_timer`."""
+    after ``seconds``. Returns a Ref for :func:`cancel_timer`.
+
+    A timer aimed at a pid is cancelled if that process is not alive, or when it
+    exits (Erlang's ``erlang:send_after/3``). A timer costs ~170 bytes of kernel
+    bookkeeping plus its Ref and the message, all freed when it fires, is
+    cancelled, or its process exits.
+    """
     rt = current_runtime()
     if type(dest) is not Pid and not isinstance(dest, str):
         raise BadArg(f"send_after needs a pid or a registered name, got {dest!r}")
     ref = rt.make_ref()
-    payload = copy_message(msg)
-
-    def fire(timer: Timer) -> None:
-        with rt.send_timers_lock:
-            rt.send_timers.pop(ref, None)
-        target = dest if type(dest) is Pid else rt.names.get(dest)
-        if target is not None:
-            rt.deliver(target, payload)
-
-    with rt.send_timers_lock:
-        timer = rt.timers.add(max(0.0, seconds), fire, None)
-        rt.send_timers[ref] = (timer, dest)
+    rt.send_after(seconds, dest, copy_message(msg), ref)
     return ref
 
 
 def cancel_timer(ref: Ref) -> float | None:
     """Cancel a ``send_after`` timer: the seconds it had left, or None if it had
     already fired, been cancelled, or its destination process has exited."""
-    rt = current_runtime()
-    with rt.send_timers_lock:
-        entry = rt.send_timers.pop(ref, None)
-    if entry is None:
-        return None
-    timer, dest = entry
-    left = rt.timers.cancel(timer)
-    if left is not None and type(dest) is Pid and dest.node is None:
-        proc = rt.lookup(dest)
-        if proc is None or proc.state >= P.EXITING:
-            return None
-    return left
+    return current_runtime().cancel_send_timer(ref)
 
 
 __all__ = [

@@ -115,6 +115,7 @@ class Process:
         "reductions",
         "result",
         "runtime",
+        "send_timers",
         "state",
         "timer",
         "trap_exit",
@@ -137,6 +138,9 @@ class Process:
         self.name: str | None = None
         self.doom: Any = None  # exit reason decided while the process cannot be stopped yet
         self.timer: Any = None  # the timer of the current receive/sleep
+        # Refs of send_after timers aimed at this process (cancelled when it
+        # exits): None, a short list, or a dict once there are many.
+        self.send_timers: Any = None
         self.mark_ref: Ref | None = None
         self.mark_pos = 0
         self.reductions = 0

@@ -61,7 +61,7 @@ from beamlet._kernel.pool import BlockingPool
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
 from beamlet._kernel.sysmon import Sysmon
 from beamlet._kernel.throttle import Throttle
-from beamlet._kernel.timers import Timer, TimerService
+from beamlet._kernel.timers import PENDING, Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
 
 logger = logging.getLogger("beamlet")
@@ -432,7 +432,8 @@ class Runtime:
         self.next_pid = counter(1)
         self.next_ref = counter(1)
         self.aliases: dict[Ref, Pid] = {}  # active alias -> its owner
-        self.send_timers: dict[Ref, tuple[Timer, Any]] = {}
+        self.send_timers: dict[Ref, SendTimer] = {}  # send_after timers by their ref
+        self._fire_send_callback = self._fire_send
         self.send_timers_lock = threading.Lock()
         # Distribution hooks (installed by beamlet.dist; see docs/distribution.md):
         # remote(pid, item, sender) carries a message or Sig to a remote pid;
@@ -801,6 +802,82 @@ class Runtime:
         if type(item) is Sig and item.kind == _SIG_MONITOR:
             self.deliver(item.sender, Sig(_SIG_DOWN, (name, node), item.a, NOCONNECTION))
 
+    # ------------------------------------------------------------------ send_after
+
+    def send_after(self, seconds: float, dest: Any, msg: Any, ref: Ref) -> None:
+        """Arm a timer that sends ``msg`` to ``dest`` (a pid, or a name resolved
+        when it fires). One aimed at a local pid goes with that process: it is
+        cancelled if the process is not alive, or when it exits (TIMER-1)."""
+        t = SendTimer(time.monotonic() + max(0.0, seconds))
+        t.callback = self._fire_send_callback  # one bound method for all
+        t.arg = dest
+        t.msg = msg
+        t.ref = ref
+        t.state = PENDING
+        with self.send_timers_lock:
+            self.send_timers[ref] = t
+        if type(dest) is Pid and dest.node is None:
+            proc = self.table.get(dest.id)
+            if proc is not None:
+                with proc.lock:  # finish() takes the refs under this lock
+                    if proc.state < _EXITING:
+                        _remember_timer(proc, ref)
+                        self.timers.add_timer(t)
+                        return
+            with self.send_timers_lock:
+                self.send_timers.pop(ref, None)
+            return
+        self.timers.add_timer(t)
+
+    def _pop_send_timer(self, ref: Ref) -> SendTimer | None:
+        with self.send_timers_lock:
+            t = self.send_timers.pop(ref, None)
+            if not self.send_timers:
+                self.send_timers = {}  # a dict keeps its table when emptied
+        return t
+
+    def _fire_send(self, t: SendTimer) -> None:
+        ref, dest, msg = t.ref, t.arg, t.msg
+        t.msg = t.arg = t.ref = None
+        if ref is None:
+            return  # cancelled as it fired
+        self._pop_send_timer(ref)
+        if type(dest) is Pid:
+            self._forget_timer(dest, ref)
+        else:
+            dest = self.names.get(dest)
+        if dest is not None:
+            self.deliver(dest, msg)
+
+    def cancel_send_timer(self, ref: Ref) -> float | None:
+        """Cancel a send_after timer: the seconds it had left, or None if it had
+        fired, been cancelled, or went with its process."""
+        t = self._pop_send_timer(ref)
+        if t is None:
+            return None
+        dest = t.arg
+        left = self.timers.cancel(t)
+        if left is not None:  # (None: it is firing now, and delivers its message)
+            t.msg = t.ref = None
+        if type(dest) is Pid:
+            self._forget_timer(dest, ref)
+        return left
+
+    def _forget_timer(self, pid: Pid, ref: Ref) -> None:
+        proc = self.table.get(pid.id) if pid.node is None else None
+        if proc is None:
+            return
+        with proc.lock:
+            held = proc.send_timers
+            if held is None:
+                return
+            if type(held) is dict:
+                held.pop(ref, None)
+            elif ref in held:
+                held.remove(ref)
+            if not held:
+                proc.send_timers = None
+
     def wake_timeout(self, timer: Timer) -> None:
         """Timer callback for receive/sleep: wake the process if it still waits."""
         proc: Process = timer.arg
@@ -930,6 +1007,8 @@ class Runtime:
             proc.state = _EXITING
             pending = proc.inbox
             proc.inbox = None
+            send_timers = proc.send_timers
+            proc.send_timers = None
         if not proc.zombie:
             self.killing.pop(proc, None)  # a zombie's thread is pursued until it stops
         if proc.handoff is not NOTHING:
@@ -949,6 +1028,13 @@ class Runtime:
         if timer is not None:
             proc.timer = None
             self.timers.cancel(timer)
+        if send_timers:
+            # send_after timers aimed at it go with it (TIMER-1).
+            for ref in list(send_timers):
+                t = self._pop_send_timer(ref)
+                if t is not None:
+                    self.timers.cancel(t)
+                    t.msg = t.ref = None
         if pending:
             for it in pending:
                 if type(it) is Sig:
@@ -988,6 +1074,32 @@ class Runtime:
         if self.stopping and not self.table:
             with self.empty:
                 self.empty.notify_all()
+
+
+class SendTimer(Timer):
+    """A send_after timer: ``arg`` is the destination; 80 bytes."""
+
+    __slots__ = ("msg", "ref")
+
+    msg: Any
+    ref: Ref | None
+
+
+#: A process's send_after refs are a list up to this many, then a dict.
+_TIMER_LIST_MAX = 16
+
+
+def _remember_timer(proc: Process, ref: Ref) -> None:
+    held = proc.send_timers
+    if held is None:
+        proc.send_timers = [ref]
+    elif type(held) is dict:
+        held[ref] = None
+    elif len(held) < _TIMER_LIST_MAX:
+        held.append(ref)
+    else:
+        proc.send_timers = dict.fromkeys(held)
+        proc.send_timers[ref] = None
 
 
 def is_atom(reason: Any, atom: Atom) -> bool:

@@ -1,12 +1,18 @@
-"""Timers: one thread, one heap, lazy cancellation.
+"""Timers: one thread, one heap of timers that are their own deadlines.
 
 Every ``receive`` with a timeout, every ``sleep`` and every ``send_after`` adds a
-:class:`Timer` to a heap ordered by deadline (``time.monotonic``). A single
-thread sleeps until the earliest deadline and fires what is due; it is woken
-early only when a new timer becomes the earliest, so a steady stream of
+:class:`Timer` to a heap ordered by deadline (``time.monotonic``). A timer *is*
+its deadline (a ``float`` subclass with three slots, 64 bytes), so the heap
+compares floats in C and needs no (deadline, sequence, timer) tuple per entry.
+A single thread sleeps until the earliest deadline and fires what is due; it is
+woken early only when a new timer becomes the earliest, so a steady stream of
 ``call``s (each arming a 5 s timeout and cancelling it) does not wake it.
-Cancelling only marks the timer; the heap is rebuilt when more than half of it
-is cancelled timers. With no timers, the thread blocks: zero CPU when idle.
+
+Cancelling marks the timer and drops what it holds (its callback and argument:
+for ``send_after``, the message) at once; the 64-byte shell leaves the heap
+when its deadline comes or when the heap is rebuilt, which happens as soon as
+more than half of it (and over 1,024 entries) are cancelled shells. With no
+timers, the thread blocks: zero CPU when idle.
 """
 
 from __future__ import annotations
@@ -17,21 +23,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from beamlet._kernel.parker import Parker, counter
+from beamlet._kernel.parker import Parker
 
 PENDING = 0
 FIRED = 1
 CANCELLED = 2
 
 
-class Timer:
-    __slots__ = ("arg", "callback", "deadline", "state")
+class Timer(float):
+    """A timer: its value is its deadline (``time.monotonic()`` seconds)."""
 
-    def __init__(self, deadline: float, callback: Callable[[Timer], None], arg: Any) -> None:
-        self.deadline = deadline
-        self.callback = callback
-        self.arg = arg
-        self.state = PENDING
+    __slots__ = ("arg", "callback", "state")
+
+    arg: Any
+    callback: Callable[[Any], None] | None
+    state: int
+
+    @property
+    def deadline(self) -> float:
+        return float(self)
 
     @property
     def fired(self) -> bool:
@@ -41,8 +51,7 @@ class Timer:
 class TimerService:
     def __init__(self, on_error: Callable[[BaseException], None]) -> None:
         self._lock = threading.Lock()
-        self._heap: list[tuple[float, int, Timer]] = []
-        self._seq = counter()
+        self._heap: list[Timer] = []
         self._cancelled = 0
         self._wake_at = float("inf")
         self._parker = Parker()
@@ -61,17 +70,24 @@ class TimerService:
         if self._thread is not None:
             self._thread.join(5.0)
 
-    def add(self, seconds: float, callback: Callable[[Timer], None], arg: Any) -> Timer:
-        t = Timer(time.monotonic() + seconds, callback, arg)
+    def add(self, seconds: float, callback: Callable[[Any], None], arg: Any) -> Timer:
+        t = Timer(time.monotonic() + seconds)
+        t.callback = callback
+        t.arg = arg
+        t.state = PENDING
+        self.add_timer(t)
+        return t
+
+    def add_timer(self, t: Timer) -> None:
+        """Arm a timer built by the caller (a subclass with more slots)."""
         wake = False
         with self._lock:
-            heapq.heappush(self._heap, (t.deadline, self._seq(), t))
-            if t.deadline < self._wake_at:
-                self._wake_at = t.deadline
+            heapq.heappush(self._heap, t)
+            if t < self._wake_at:
+                self._wake_at = float(t)
                 wake = True
         if wake:
             self._parker.unpark()
-        return t
 
     def cancel(self, t: Timer) -> float | None:
         """Cancel ``t``; the seconds it had left, or None if it already fired."""
@@ -79,38 +95,42 @@ class TimerService:
             if t.state != PENDING:
                 return None
             t.state = CANCELLED
+            t.callback = t.arg = None  # what it holds goes now, not at its deadline
             self._cancelled += 1
             if self._cancelled > 1024 and self._cancelled * 2 > len(self._heap):
-                self._heap = [e for e in self._heap if e[2].state == PENDING]
+                self._heap = [e for e in self._heap if e.state == PENDING]
                 heapq.heapify(self._heap)
                 self._cancelled = 0
-        return max(0.0, t.deadline - time.monotonic())
+        return max(0.0, t - time.monotonic())
 
     def pending(self) -> int:
         with self._lock:
             return len(self._heap) - self._cancelled
 
     def _loop(self) -> None:
-        heap = self._heap
         while self._running:
             due: list[Timer] = []
             with self._lock:
                 heap = self._heap
                 now = time.monotonic()
-                while heap and heap[0][0] <= now:
-                    t = heapq.heappop(heap)[2]
+                while heap and heap[0] <= now:
+                    t = heapq.heappop(heap)
                     if t.state == PENDING:
                         t.state = FIRED
                         due.append(t)
                     else:
                         self._cancelled -= 1
-                self._wake_at = heap[0][0] if heap else float("inf")
+                self._wake_at = float(heap[0]) if heap else float("inf")
                 wait = self._wake_at - now
+            t_fired = bool(due)
             for t in due:
+                callback = t.callback
                 try:
-                    t.callback(t)
+                    if callback is not None:
+                        callback(t)
                 except BaseException as e:  # a timer must never kill the timer thread
                     self._on_error(e)
-            if due:
+            heap = due = []  # hold no timer while parked (a rebuilt heap's old list)
+            if t_fired:
                 continue
             self._parker.park(wait if wait != float("inf") else -1)
