@@ -141,6 +141,15 @@ WORKLOADS: tuple[Workload, ...] = (
         group="preemption",
     ),
     Workload(
+        "lateness_1000",
+        "1 ms pinger lateness, 1,000 busy runaways",
+        (1000, 3000),
+        (200, 300),
+        (Metric("p50_ms", "ms"), Metric("p99_ms", "ms", target=20.0), Metric("p99_all_ms", "ms")),
+        erlang_single=True,
+        group="preemption",
+    ),
+    Workload(
         "kill_0",
         "kill a running busy process (idle system)",
         (0, 200),
@@ -159,6 +168,29 @@ WORKLOADS: tuple[Workload, ...] = (
         runtimes=("beamlet", "erlang"),
         erlang_single=True,
         group="preemption",
+    ),
+    Workload(
+        "kill_1000",
+        "kill 1,000 busy runaways at once, each running on its own thread",
+        (1000, 1),
+        (200, 1),
+        (Metric("all_dead_s", "s", target=1.0), Metric("held_by_runaways", "threads", HIGHER)),
+        runtimes=("beamlet",),
+        functions={"beamlet": "beamlet_many"},
+        group="preemption",
+    ),
+    Workload(
+        "timers",
+        "200,000 send_after timers of an hour to one process",
+        (200_000,),
+        (20_000,),
+        (
+            Metric("bytes_per_timer", "B", target=200.0),
+            Metric("kernel_bytes_per_timer", "B", target=200.0),
+            Metric("held_after_exit_B", "B"),
+            Metric("us_per_set_and_cancel", "µs"),
+        ),
+        runtimes=("beamlet", "erlang"),
     ),
 )
 

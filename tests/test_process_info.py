@@ -79,3 +79,59 @@ def test_processes_lists_live_processes():
         return all(p in live for p in pids) and beamlet.self() in live
 
     assert run(main)
+
+
+async def _spinner(parent):
+    send(parent, "started")
+    x = 0
+    while True:
+        x += 1
+
+
+async def _sleeper(parent):
+    import time
+
+    send(parent, "started")
+    while True:
+        time.sleep(0.01)  # holds its thread, uses no CPU
+
+
+def test_runtime_is_cpu_time_so_a_process_blocked_in_a_sleep_is_not_charged():
+    """process_info's ``runtime`` is CPU seconds: the process that hogs the CPU
+    ranks first, not one that holds a thread while it sleeps."""
+    import time
+
+    async def main():
+        me = beamlet.self()
+        sleeper = spawn(_sleeper, me)
+        spinners = [spawn(_spinner, me) for _ in range(3)]
+        for _ in range(4):
+            await receive("started", timeout=30)
+        cpu0 = time.process_time()
+        deadline = time.monotonic() + 30
+        while process_info(spinners[0])["runtime"] < 0.3 and time.monotonic() < deadline:
+            await beamlet.sleep(0.01)
+        spun = [process_info(p)["runtime"] for p in spinners]
+        slept = process_info(sleeper)["runtime"]
+        return spun, slept, time.process_time() - cpu0
+
+    spun, slept, process_cpu = run(main, schedulers=1)
+    assert min(spun) > 0 and slept < min(spun) / 4
+    # Per-thread CPU cannot add up to more than the whole process used (wall-time
+    # charging did: three spinners sharing one GIL were each charged the wall time).
+    assert sum(spun) <= process_cpu + 0.1
+
+
+def test_memory_counts_the_queued_messages():
+    async def main():
+        pid = spawn(parked_in_receive)
+        await beamlet.sleep(0)
+        before = process_info(pid)["memory"]
+        for _ in range(10):
+            send(pid, b"x" * 100_000)  # shared, not copied: 100 KB each
+        for _ in range(3):
+            await beamlet.sleep(0)
+        return before, process_info(pid)["memory"]
+
+    before, after = run(main, schedulers=1)
+    assert after - before >= 10 * 100_000

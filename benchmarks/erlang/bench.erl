@@ -107,6 +107,26 @@ run(restarts, [N]) ->
     T1 = now_us(),
     [{restarts_per_s, N / ((T1 - T0) / 1.0e6)}];
 
+%% N send_after timers of an hour to one process: bytes each (erlang:memory),
+%% what is left after the process exits, and us to set and cancel one
+run(timers, [N]) ->
+    Target = spawn(fun() -> receive never -> ok end end),
+    garbage_collect(),
+    M0 = erlang:memory(total),
+    Refs = [erlang:send_after(3600000, Target, x) || _ <- lists:seq(1, N)],
+    M1 = erlang:memory(total),
+    exit(Target, kill),
+    timer:sleep(50),
+    garbage_collect(),
+    M2 = erlang:memory(total),
+    length(Refs),
+    Self = self(),
+    T0 = now_us(),
+    [erlang:cancel_timer(erlang:send_after(3600000, Self, x)) || _ <- lists:seq(1, N)],
+    T1 = now_us(),
+    [{bytes_per_timer, (M1 - M0) / N}, {held_after_exit_B, max(0, M2 - M0) / N},
+     {us_per_set_and_cancel, (T1 - T0) / N}];
+
 run(kill, [K, Rounds]) ->
     [spawn(fun busy/0) || _ <- lists:seq(1, K)],
     Times = [kill_one() || _ <- lists:seq(1, Rounds)],

@@ -33,3 +33,33 @@ def beamlet(k: int, rounds: int) -> dict[str, float]:
         return {"p50_ms": percentile(times, 0.5) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
 
     return b.run(main)
+
+
+def beamlet_many(k: int, _rounds: int) -> dict[str, float]:
+    """k runaways, each running on its own thread, killed at once: seconds from
+    the first exit() to the last DOWN (the issue's kill_1000 target: <= 1 s)."""
+    import beamlet as b
+
+    async def runaway(parent: b.Pid) -> None:
+        b.send(parent, "started")
+        x = 0
+        while True:
+            x += 1
+
+    async def main() -> dict[str, float]:
+        me = b.self()
+        procs = [b.spawn_monitor(runaway, me) for _ in range(k)]
+        for _ in procs:
+            await b.receive("started")
+        deadline = time.monotonic() + 120
+        while b.statistics().held_by_runaways < k and time.monotonic() < deadline:
+            await b.sleep(0.01)  # until sysmon has given every runaway its thread
+        held = b.statistics().held_by_runaways
+        t0 = time.perf_counter()
+        for pid, _ in procs:
+            b.exit(pid, "kill")
+        for pid, ref in procs:
+            await b.receive(b.Down(ref, pid, b.ANY))
+        return {"all_dead_s": time.perf_counter() - t0, "held_by_runaways": held}
+
+    return b.run(main)

@@ -739,15 +739,27 @@ def _snapshot(get: Callable[[], Any]) -> Any:
 def process_info(pid: Pid) -> dict[str, Any] | None:
     """A snapshot of a process, or None if it is not alive.
 
-    Keys: ``status`` ("running", "runnable", "waiting", "exiting"),
-    ``message_queue_len`` (messages queued, including not yet drained ones),
-    ``reductions`` (number of times the process was scheduled), ``runtime``
-    (seconds of CPU spent running it, measured by the scheduler), ``memory``
-    (bytes; an estimate: record, coroutine frames and mailbox), ``links``,
-    ``monitors`` (pids/names monitored), ``monitored_by`` (pids),
-    ``registered_name``, ``trap_exit``, ``initial_call`` ((module, qualname,
-    number of positional parameters)), ``current_stacktrace`` (outermost first, a list of
-    ``traceback.FrameSummary``; empty while it runs).
+    Keys:
+
+    * ``status``: "running", "runnable", "waiting" or "exiting".
+    * ``message_queue_len``: messages queued, including ones not drained yet.
+    * ``reductions``: how many times the process has been scheduled (resumed).
+      Not Erlang's unit of work: a process that loops without awaiting shows 1.
+      Rank by ``runtime`` to find what hogs the CPU.
+    * ``runtime``: CPU seconds spent running it, read by sysmon from its
+      thread's CPU clock every millisecond (every 16 ms for a runaway that
+      holds its own thread) and charged to the process running then: exact for
+      a process that runs for long stretches, a sample for short runs. A
+      process blocked in ``time.sleep`` or a socket read is charged nothing.
+    * ``memory``: bytes, an estimate: the process record, its coroutine frames,
+      its mailbox containers and the shallow size of each queued message
+      (``sys.getsizeof``; not what those messages or its variables refer to).
+    * ``links``, ``monitors`` (pids or names it monitors), ``monitored_by``
+      (pids), ``registered_name``, ``trap_exit``.
+    * ``initial_call``: (module, qualified name, number of positional parameters).
+    * ``current_stacktrace``: a list of ``traceback.FrameSummary``, outermost
+      first: where it waits, or, while it runs, the frames its thread is
+      executing at the moment of the call.
     """
     if type(pid) is not Pid:
         raise BadArg(f"process_info needs a pid, got {pid!r}")
@@ -791,10 +803,16 @@ def _memory(proc: Process) -> int:
     obj = proc.coro
     while obj is not None:
         size += sys.getsizeof(obj)
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            size += sys.getsizeof(frame)
         obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
     for c in (proc.queue, proc.inbox, proc.links, proc.monitors, proc.monitored_by):
         if c is not None:
             size += sys.getsizeof(c)
+    for box in (proc.queue, proc.inbox):
+        if box:
+            size += sum(map(sys.getsizeof, _snapshot(box.copy)))
     return size
 
 

@@ -59,7 +59,7 @@ from beamlet._kernel.parker import GIL, Parker, counter
 from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
 from beamlet._kernel.pool import BlockingPool
 from beamlet._kernel.process import NOTHING, Down, Exit, Process, ProcessExit, Sig
-from beamlet._kernel.sysmon import Sysmon
+from beamlet._kernel.sysmon import Sysmon, thread_cpu_clock
 from beamlet._kernel.throttle import Throttle
 from beamlet._kernel.timers import PENDING, Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
@@ -145,6 +145,8 @@ class Scheduler:
 
     __slots__ = (
         "closing",
+        "cpu_clock",
+        "cpu_seen",
         "current",
         "handed_off",
         "ident",
@@ -172,6 +174,8 @@ class Scheduler:
         self.current: Process | None = None
         self.ident = 0
         self.tstate = 0  # its PyThreadState (kill.TraceKiller)
+        self.cpu_clock: int | None = None  # its thread's CPU-time clock (sysmon charges it)
+        self.cpu_seen = 0.0
         self.handed_off = False  # replaced by another thread while its process ran on
         # Killing the running process (kill.py): the killer holds kill_lock.
         self.kill_lock = threading.Lock()
@@ -197,6 +201,7 @@ class Scheduler:
         self.ident = threading.get_ident()
         self.native_id = threading.get_native_id()
         self.tstate = thread_state()
+        self.cpu_clock = thread_cpu_clock(self.ident)
         finish = rt.finish
         schedule = rt.schedule
         asynchronous_kills = rt.killer.asynchronous
@@ -367,6 +372,19 @@ class Scheduler:
     def idle(self) -> bool:
         """Park until there is work. Returns True when the runtime has stopped."""
         rt = self.rt
+        if rt.active > rt.n_schedulers:
+            # One of the extra threads a burst brought in (sysmon): the queue
+            # is empty, so it parks as a spare instead.
+            with rt.sched_lock:
+                extra = rt.active > rt.n_schedulers and not rt.stopped
+                if extra:
+                    rt.active -= 1
+                    rt.spares.append(self)
+            if extra:
+                self.current = None
+                self.leave_no_work_behind()
+                self.parker.park()
+                return rt.stopped
         with rt.idle_lock:
             if rt.stopped:
                 return True
@@ -410,6 +428,7 @@ class Runtime:
         self.active = n  # schedulers taking work (not handed off, not spare)
         self.spares: list[Scheduler] = []
         self.sched_lock = threading.Lock()
+        self.warned_cap = False
         if max_threads is not None and max_threads < n:
             raise ValueError("max_threads must be at least the number of schedulers")
         # Scheduler threads in all, runaways' included: each runaway keeps one.
@@ -473,23 +492,42 @@ class Runtime:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
             self.throttle.add(s.ident)
-            while self.active < self.n_schedulers:
-                if self.spares:
-                    spare = self.spares.pop()
-                    self.active += 1
-                    spare.parker.unpark()
-                elif len(self.schedulers) < self.max_threads:
-                    spare = Scheduler(self, len(self.schedulers))
-                    self.schedulers = [*self.schedulers, spare]
-                    self.active += 1
-                    spare.start()
-                else:
+            self._bring_in(self.n_schedulers - self.active)
+
+    def burst(self, k: int) -> int:
+        """sysmon: runaways keep turning up while work waits: let ``k`` more
+        threads take work for a while (they park as spares when the queue is
+        empty). Returns how many came."""
+        with self.sched_lock:
+            if self.stopped:
+                return 0
+            return self._bring_in(k)
+
+    def _bring_in(self, k: int) -> int:
+        """``k`` more threads take work: spares first, then new threads, up to
+        ``max_threads``. The caller holds ``sched_lock``."""
+        n = 0
+        while n < k:
+            if self.spares:
+                spare = self.spares.pop()
+                self.active += 1
+                spare.parker.unpark()
+            elif len(self.schedulers) < self.max_threads:
+                spare = Scheduler(self, len(self.schedulers))
+                self.schedulers = [*self.schedulers, spare]
+                self.active += 1
+                spare.start()
+            else:
+                if not self.warned_cap:
+                    self.warned_cap = True
                     logger.warning(
-                        "beamlet: %d scheduler threads, the cap: queued processes wait "
-                        "until a runaway process yields",
+                        "beamlet: %d scheduler threads, the cap (run(max_threads=)): queued "
+                        "processes wait until a runaway process yields or dies",
                         len(self.schedulers),
                     )
-                    return
+                break
+            n += 1
+        return n
 
     def shutdown(self, grace: float = 5.0) -> list[Pid]:
         """Kill every process, stop the threads. Returns pids that would not die."""

@@ -50,6 +50,33 @@ SLICE = 0.002
 ZOMBIE_AFTER = 0.02
 #: sys.setswitchinterval while a runaway process holds a thread (default 5 ms).
 RUNAWAY_SWITCH_INTERVAL = 0.00005
+#: Threads held by runaways are looked at once every this many ticks.
+RUNAWAY_EVERY = 16
+#: At most this many extra threads are brought in on one tick (see the burst).
+BURST_MAX = 64
+
+
+def thread_cpu_clock(ident: int) -> int | None:
+    """The CPU-time clock of the thread ``ident`` (None where there is none)."""
+    try:
+        clock = time.pthread_getcpuclockid(ident)
+        time.clock_gettime(clock)
+    except (AttributeError, OSError):
+        return None
+    return clock
+
+
+def _cpu_time_of(s: Scheduler) -> float:
+    """The CPU time of a scheduler's thread; its last reading once the thread
+    has ended (its clock is gone then)."""
+    clock = s.cpu_clock
+    if clock is None:
+        return s.cpu_seen
+    try:
+        return time.clock_gettime(clock)
+    except OSError:
+        s.cpu_clock = None
+        return s.cpu_seen
 
 
 class Sysmon:
@@ -62,6 +89,7 @@ class Sysmon:
         self.thread: threading.Thread | None = None
         self.hand_offs = 0
         self.wakeups = 0
+        self.bursts = 0  # extra threads brought in while runaways turned up
         self.saved_interval: float | None = None
         self.busy_time = 0.0  # sum over ticks of (busy active schedulers x tick)
         self.sampled_time = 0.0  # sum over ticks of (N x tick)
@@ -82,9 +110,21 @@ class Sysmon:
         self.parker.unpark()
 
     def loop(self) -> None:
+        """Tick until stopped; a failure in one tick is logged, never fatal
+        (without sysmon nothing is preempted or pursued any more)."""
+        while self.running:
+            try:
+                self._loop()
+            except Exception:
+                logger.exception("beamlet: sysmon tick failed; sysmon goes on")
+                time.sleep(self.tick)
+
+    def _loop(self) -> None:
         rt = self.rt
         last = time.perf_counter()
         quiet = False
+        ticks = 0
+        burst = 1
         while self.running:
             if quiet:
                 self.parker.park()
@@ -96,18 +136,38 @@ class Sysmon:
             now = time.perf_counter()
             dt = now - last
             last = now
+            ticks += 1
             self.sampled_time += dt * rt.n_schedulers
             busy = 0
             stuck: list[Scheduler] = []
+            # Threads held by runaways are looked at every RUNAWAY_EVERY ticks
+            # only: a thousand of them must not make each tick cost a millisecond.
+            full = ticks % RUNAWAY_EVERY == 0
+            held = 0
             for s in list(rt.schedulers):
+                if s.handed_off:
+                    held += 1
+                    if not full:
+                        continue
                 p = s.current
                 if p is None or p.state != RUNNING:
                     s.seen = None
+                    if s.cpu_clock is not None:
+                        s.cpu_seen = _cpu_time_of(s)
                     continue
                 busy += 1
                 if not s.handed_off:
                     self.busy_time += dt
-                p.runtime += dt
+                # CPU time, from the thread's own clock: the time since the last
+                # look goes to the process running now (exact for a process that
+                # ran all along, a sample for short runs). Without such a clock,
+                # wall time.
+                if s.cpu_clock is not None:
+                    cpu = _cpu_time_of(s)
+                    p.runtime += max(0.0, cpu - s.cpu_seen)
+                    s.cpu_seen = cpu
+                else:
+                    p.runtime += dt
                 if s.seen is p and s.seen_reductions == p.reductions:
                     s.stuck_for += dt
                     if s.stuck_for >= self.slice and not s.handed_off:
@@ -127,15 +187,25 @@ class Sysmon:
                 rt.killer.idle()
             if rt.throttle.threads:
                 rt.throttle.refresh()
-            queued = bool(rt.runq)
+            queued = len(rt.runq)
             if stuck and queued:
                 for s in stuck:
                     rt.hand_off(s)
+                # Runaways keep turning up while work waits: each extra thread
+                # takes one queued process, and finds the next runaway a slice
+                # later. Doubling them every time brings a thousand runaways to
+                # their own threads in ~10 slices instead of 1,000.
+                queued = len(rt.runq)
+                if queued > 1:
+                    self.bursts += rt.burst(min(burst, queued - 1))
+                    burst = min(burst * 2, BURST_MAX)
+            elif not stuck:
+                burst = 1
             if queued and rt.idle:
                 self.wakeups += 1
                 rt.wake_idle()
-            self.tune_switch_interval()
-            quiet = busy == 0 and not queued and not rt.killing
+            self.tune_switch_interval(held > 0)
+            quiet = busy == 0 and held == 0 and not queued and not rt.killing
 
     def pursue_kills(self, now: float) -> None:
         """Retry kills that have not taken effect; declare dead who swallows them."""
@@ -177,9 +247,11 @@ class Sysmon:
         if victims:
             rt.killer.refresh(victims, rt.loop_code)
 
-    def tune_switch_interval(self) -> None:
+    def tune_switch_interval(self, runaways: bool | None = None) -> None:
         """While a runaway holds a thread, make the GIL change hands more often."""
-        runaway = any(s.handed_off for s in self.rt.schedulers) or bool(self.rt.killing)
+        if runaways is None:
+            runaways = any(s.handed_off for s in self.rt.schedulers)
+        runaway = runaways or bool(self.rt.killing)
         if runaway and self.saved_interval is None:
             self.saved_interval = sys.getswitchinterval()
             sys.setswitchinterval(RUNAWAY_SWITCH_INTERVAL)
