@@ -296,9 +296,9 @@ def test_a_process_killed_while_it_starts_threads_stops_and_no_new_thread_is_hit
 @pytest.mark.skipif(
     not hasattr(sys, "monitoring"), reason="the throttle needs sys.monitoring (3.12+)"
 )
-def test_only_a_runaways_own_async_code_waits_for_its_turn():
-    """Library, standard library and beamlet code may hold a lock at a jump: a
-    thread parked for its turn there could deadlock the runaways (a 3.12 run of
+def test_only_a_runaways_own_code_waits_for_its_turn():
+    """Standard library and beamlet code may hold a lock at a jump: a thread
+    parked for its turn there could deadlock the runaways (a 3.12 run of
     test_kills_never_hit_the_wrong_process did, parked inside send())."""
     from beamlet._kernel.parker import Parker
     from beamlet._kernel.throttle import Throttle
@@ -320,16 +320,48 @@ def test_only_a_runaways_own_async_code_waits_for_its_turn():
     t = threading.Thread(target=thread_main)
     t.start()
     assert inside.wait(10)
-    throttle = Throttle()
+    throttle = Throttle(stop_at=thread_main.__code__)  # thread_main stands for the scheduler
     if not throttle.available:
         release.unpark()
         t.join(10)
         pytest.skip("no GIL: the throttle is off")
     try:
         throttle.add(t.ident)
+        throttle.refresh()
         watched = set(throttle.codes)
     finally:
         throttle.stop()
         release.unpark()
         t.join(10)
-    assert watched == {body.__code__}
+    # The process's own code, async or plain; never beamlet's (Parker.park).
+    assert watched == {body.__code__, helper.__code__}
+
+
+async def _maybe_spin(spin, parent):
+    if spin:
+        send(parent, ("spinning", beamlet.self()))
+        x = 0
+        while True:
+            x += 1
+    send(parent, "done")
+
+
+def test_processes_that_run_a_runaways_code_but_return_still_finish():
+    """Once a function is known to run away, a queued process running the same
+    function gets a thread of its own (docs/process-model.md); one that returns
+    after all must still finish, and every runaway must still be killable."""
+
+    async def main():
+        me = beamlet.self()
+        spinners = [spawn_monitor(_maybe_spin, True, me) for _ in range(20)]
+        for _ in spinners:
+            await receive(("spinning", ANY), timeout=30)
+        for _ in range(200):
+            spawn(_maybe_spin, False, me)
+        done = [await receive("done", timeout=30) for _ in range(200)]
+        for pid, _ in spinners:
+            exit(pid, "kill")
+        reasons = {(await receive(Down(ref, pid, ANY), timeout=30)).reason for pid, ref in spinners}
+        return len(done), reasons
+
+    assert run(main, schedulers=1) == (200, {"killed"})

@@ -854,7 +854,7 @@ def statistics() -> Statistics:
         held_by_runaways=held,
         spare=len(rt.spares),
         idle=len(rt.idle),
-        run_queue=len(rt.runq),
+        run_queue=len(rt.runq) + len(rt.diverted),
         processes=len(rt.table),
         hand_offs=mon.hand_offs,
         kills_pending=len(rt.killing),

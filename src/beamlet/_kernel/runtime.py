@@ -148,6 +148,7 @@ class Scheduler:
         "cpu_clock",
         "cpu_seen",
         "current",
+        "first",
         "handed_off",
         "ident",
         "index",
@@ -157,6 +158,7 @@ class Scheduler:
         "native_id",
         "parker",
         "rt",
+        "runaway_code",
         "seen",
         "seen_reductions",
         "stuck_for",
@@ -177,6 +179,8 @@ class Scheduler:
         self.cpu_clock: int | None = None  # its thread's CPU-time clock (sysmon charges it)
         self.cpu_seen = 0.0
         self.handed_off = False  # replaced by another thread while its process ran on
+        self.first: Process | None = None  # a diverted process to run first (Runtime.divert)
+        self.runaway_code: Any = None  # the code its runaway runs (Runtime.runaway_codes)
         # Killing the running process (kill.py): the killer holds kill_lock.
         self.kill_lock = threading.Lock()
         self.kill_pending = False
@@ -205,15 +209,32 @@ class Scheduler:
         finish = rt.finish
         schedule = rt.schedule
         asynchronous_kills = rt.killer.asynchronous
+        runaway_codes = rt.runaway_codes
+        runq = rt.runq
         while True:
-            if self.handed_off and self.retire():
-                return
-            try:
-                proc = popleft()
-            except IndexError:
-                if self.idle():
-                    return
-                continue
+            proc = self.first
+            if proc is not None:
+                # Started (or woken as a spare) for a process that runs a known
+                # runaway's code: it runs here as a runaway from the start.
+                self.first = None
+                rt.runaway_started(self)
+            else:
+                if self.handed_off:
+                    if self.retire():
+                        return
+                    continue  # rejoined, or woken as a spare (maybe with a first process)
+                try:
+                    proc = popleft()
+                except IndexError:
+                    if self.idle():
+                        return
+                    continue
+                if runaway_codes and runq and proc.coro.cr_code in runaway_codes and rt.divert_ok:
+                    # It runs the code of a process that never yields, and work
+                    # waits behind it: it gets a thread of its own (sysmon
+                    # starts one) instead of holding this one.
+                    rt.divert(proc)
+                    continue
             self.current = proc
             proc.state = _RUNNING
             # Signals that came while it was queued (a kill sent before it first
@@ -338,6 +359,7 @@ class Scheduler:
         """
         rt = self.rt
         rt.throttle.remove(self.ident)
+        rt.forget_runaway_code(self)
         try:
             if os.getpriority(os.PRIO_PROCESS, self.native_id) != rt.nice:
                 os.setpriority(os.PRIO_PROCESS, self.native_id, rt.nice)
@@ -429,6 +451,11 @@ class Runtime:
         self.spares: list[Scheduler] = []
         self.sched_lock = threading.Lock()
         self.warned_cap = False
+        # Code objects runaways run now (-> how many), and processes that run
+        # such code waiting for a thread of their own (Runtime.divert).
+        self.runaway_codes: dict[Any, int] = {}
+        self.diverted: collections.deque[Process] = collections.deque()
+        self.divert_ok = True  # False once max_threads is reached
         if max_threads is not None and max_threads < n:
             raise ValueError("max_threads must be at least the number of schedulers")
         # Scheduler threads in all, runaways' included: each runaway keeps one.
@@ -439,7 +466,9 @@ class Runtime:
         self.loop_code = Scheduler.loop.__code__
         self.killer = make_killer(current_scheduler)
         self.async_kills = self.killer.asynchronous
-        self.throttle = Throttle(stop_at=Scheduler.loop.__code__, killer=self.killer)
+        self.throttle = Throttle(
+            stop_at=Scheduler.loop.__code__, killer=self.killer, adopt=self.adopt_runaway
+        )
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self.pool = BlockingPool(blocking_threads)
         # Processes an AsyncKill was aimed at, while they still run:
@@ -484,15 +513,95 @@ class Runtime:
             s.handed_off = True
             self.active -= 1
             self.sysmon.hand_offs += 1
+            code = getattr(s.current.coro, "cr_code", None) if s.current is not None else None
+            if code is not None and s.runaway_code is None:
+                s.runaway_code = code
+                self.runaway_codes[code] = self.runaway_codes.get(code, 0) + 1
             # Under the GIL every runnable thread competes for it: make it
             # change hands more often, and lower the runaway's OS priority so
             # the others win it more often. Both before the new thread starts:
             # Thread.start() itself waits for the GIL.
-            self.sysmon.tune_switch_interval()
+            self.sysmon.tune_switch_interval(True)
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
             self.throttle.add(s.ident)
             self._bring_in(self.n_schedulers - self.active)
+
+    def forget_runaway_code(self, s: Scheduler) -> None:
+        code = s.runaway_code
+        if code is None:
+            return
+        s.runaway_code = None
+        with self.sched_lock:
+            left = self.runaway_codes.get(code, 1) - 1
+            if left > 0:
+                self.runaway_codes[code] = left
+            else:
+                self.runaway_codes.pop(code, None)
+
+    def divert(self, proc: Process) -> None:
+        """A scheduler popped ``proc``, which runs a known runaway's code, with
+        work waiting behind it: sysmon gives it a thread of its own."""
+        self.diverted.append(proc)
+        self.sysmon.poke()
+
+    def start_diverted(self, most: int) -> int:
+        """sysmon: give up to ``most`` diverted processes a thread each (spares
+        first). Past ``max_threads`` they go back to the run queue."""
+        n = 0
+        while n < most and self.diverted:
+            with self.sched_lock:
+                if self.stopped:
+                    return n
+                try:
+                    proc = self.diverted.popleft()
+                except IndexError:
+                    break
+                if self.spares:
+                    s = self.spares.pop()
+                    s.handed_off = True
+                    s.first = proc
+                    s.parker.unpark()
+                elif len(self.schedulers) < self.max_threads:
+                    s = Scheduler(self, len(self.schedulers))
+                    s.handed_off = True
+                    s.first = proc
+                    self.schedulers = [*self.schedulers, s]
+                    s.start()
+                else:
+                    # At the cap: no more diverting; they run where they are.
+                    self.divert_ok = False
+                    self.schedule(proc)
+                    while self.diverted:
+                        self.schedule(self.diverted.popleft())
+                    break
+            n += 1
+        return n
+
+    def runaway_started(self, s: Scheduler) -> None:
+        """In a thread started for a diverted process, before it runs: it is a
+        runaway's thread from the start (low priority, takes turns)."""
+        self.sysmon.tune_switch_interval(True)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
+        self.throttle.add(s.ident)
+
+    def adopt_runaway(self, ident: int) -> None:
+        """throttle.py: scheduler thread ``ident`` runs a known runaway's code
+        while work waits: hand it off now rather than after a slice."""
+        s = _scheduler_var.get()
+        if (
+            s is None
+            or s.ident != ident
+            or s.handed_off
+            or s.masked
+            or s.closing
+            or s.current is None
+            or not self.runq
+            or getattr(s.current.coro, "cr_code", None) not in self.runaway_codes
+        ):
+            return
+        self.hand_off(s)
 
     def burst(self, k: int) -> int:
         """sysmon: runaways keep turning up while work waits: let ``k`` more
@@ -532,6 +641,9 @@ class Runtime:
     def shutdown(self, grace: float = 5.0) -> list[Pid]:
         """Kill every process, stop the threads. Returns pids that would not die."""
         self.stopping = True
+        self.divert_ok = False  # no more diverting
+        while self.diverted:
+            self.schedule(self.diverted.popleft())
         for proc in list(self.table.values()):
             self.deliver(proc.pid, Sig(_SIG_EXIT, None, KILL, False))
         with self.empty:

@@ -52,8 +52,13 @@ ZOMBIE_AFTER = 0.02
 RUNAWAY_SWITCH_INTERVAL = 0.00005
 #: Threads held by runaways are looked at once every this many ticks.
 RUNAWAY_EVERY = 16
-#: At most this many extra threads are brought in on one tick (see the burst).
-BURST_MAX = 64
+#: While runaways turn up with work waiting, this many threads beyond the
+#: schedulers take work (a runaway among what they take is found after a tick).
+#: More would only compete for the GIL with the runaways not found yet.
+PROBES = 2
+#: Threads started per tick for diverted processes (Runtime.divert): a process
+#: that runs a known runaway's code waits for one, not the queue behind it.
+DIVERTED_PER_TICK = 16
 
 
 def thread_cpu_clock(ident: int) -> int | None:
@@ -124,7 +129,6 @@ class Sysmon:
         last = time.perf_counter()
         quiet = False
         ticks = 0
-        burst = 1
         while self.running:
             if quiet:
                 self.parker.park()
@@ -186,26 +190,29 @@ class Sysmon:
             else:
                 rt.killer.idle()
             if rt.throttle.threads:
-                rt.throttle.refresh()
+                rt.throttle.refresh(everyone=full)
+                rt.throttle.unstall(now)
             queued = len(rt.runq)
             if stuck and queued:
                 for s in stuck:
                     rt.hand_off(s)
-                # Runaways keep turning up while work waits: each extra thread
-                # takes one queued process, and finds the next runaway a slice
-                # later. Doubling them every time brings a thousand runaways to
-                # their own threads in ~10 slices instead of 1,000.
+                # Runaways keep turning up while work waits: PROBES extra threads
+                # take queued work too, so runaways are found several at a time
+                # (and a queued process that runs a known runaway's code gets a
+                # thread of its own at once: Runtime.divert, throttle.py's
+                # adopt). The extra threads park as spares once the queue is
+                # empty.
                 queued = len(rt.runq)
-                if queued > 1:
-                    self.bursts += rt.burst(min(burst, queued - 1))
-                    burst = min(burst * 2, BURST_MAX)
-            elif not stuck:
-                burst = 1
+                extra = min(queued - 1, PROBES - (rt.active - rt.n_schedulers))
+                if extra > 0:
+                    self.bursts += rt.burst(extra)
+            if rt.diverted:
+                rt.start_diverted(DIVERTED_PER_TICK)
             if queued and rt.idle:
                 self.wakeups += 1
                 rt.wake_idle()
             self.tune_switch_interval(held > 0)
-            quiet = busy == 0 and held == 0 and not queued and not rt.killing
+            quiet = busy == 0 and held == 0 and not queued and not rt.killing and not rt.diverted
 
     def pursue_kills(self, now: float) -> None:
         """Retry kills that have not taken effect; declare dead who swallows them."""

@@ -3,22 +3,29 @@
 Under the GIL every thread that wants to run competes for the interpreter, and
 which waiting thread gets it next is up to the OS. Sixteen threads stuck in
 busy loops therefore make the one thread that runs ordinary processes wait
-behind them for tens of milliseconds.
+behind them for tens of milliseconds; a thousand, for seconds.
 
 Where ``sys.monitoring`` exists, sysmon turns on ``JUMP`` events for the code
-objects a runaway executes -- only its own ``async def`` code: never beamlet's,
-and never a plain function (kernel, library or standard library code may hold a
-lock at a jump, and a thread parked for its turn while holding a lock that the
-runaway whose turn it is needs would deadlock them all; a 3.12 test run did). A
-runaway looping in a plain helper function is left to the GIL switch interval,
-as on 3.11. The callback runs in
-the runaway's own thread and makes runaways *take turns*: one runaway runs at a
-time, for ``BUDGET`` seconds if others wait, then passes the turn on (FIFO) and
-blocks without the GIL. So at most one runaway competes with the schedulers
-for the GIL, and the runaways together still get all the CPU the rest of the
-system leaves them (a lone runaway never waits). Threads that execute the same
-code without being runaways pay one dictionary lookup per jump while a runaway
-exists.
+objects a runaway executes -- its own code (``async def`` or plain functions,
+:func:`beamlet._kernel.kill.is_process_code`), never the standard library's or
+beamlet's kernel. The callback runs in the runaway's own thread and makes
+runaways *take turns*: one runaway runs at a time, for ``BUDGET`` seconds if
+others wait, then passes the turn on (FIFO) and blocks without the GIL. So at
+most one runaway competes with the schedulers for the GIL, and the runaways
+together still get all the CPU the rest of the system leaves them (a lone
+runaway never waits).
+
+A runaway parked for its turn may hold a lock that the turn holder needs (its
+own, or a library's whose code called back into the process's): the holder
+then blocks without reaching a jump. So sysmon passes the turn on when the
+holder has not been seen at a jump for ``STALL`` seconds (:meth:`unstall`);
+the lock's owner gets its turn in time, and nothing deadlocks. (Standard
+library and kernel code is never watched: a runaway is never parked inside it.)
+
+A scheduler thread that is not (yet) a runaway's but runs the code of one while
+work waits is handed off at once (``adopt``): a thousand copies of one runaway
+reach their own threads without sysmon timing each of them. Other threads that
+execute watched code pay one dictionary lookup per jump while a runaway exists.
 
 Free-threaded builds have no GIL to share, so runaways run in parallel there;
 Python 3.11 has no hook: only the GIL switch interval and the OS priority help
@@ -28,38 +35,50 @@ Python 3.11 has no hook: only the GIL switch interval and the OS priority help
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import threading
 import time
-from inspect import CO_COROUTINE
+from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
-from beamlet._kernel.kill import Killer
+from beamlet._kernel.kill import Killer, is_process_code
 from beamlet._kernel.parker import GIL, Parker
 
 BUDGET = 0.0005
+#: A turn holder not seen at a jump for this long loses the turn (see above).
+STALL = 0.005
+#: A runaway waiting this long for a turn whose holder has not been seen takes it.
+LOST = 0.5
 
 _monitoring: Any = getattr(sys, "monitoring", None)
 
 
 class _Runaway:
-    __slots__ = ("ident", "parker", "since")
+    __slots__ = ("ident", "parker", "queued", "since")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
         self.parker = Parker()
         self.since = 0.0
+        self.queued = False  # in ``waiting``
 
 
 class Throttle:
     """Makes the threads of runaway processes take turns (a no-op where it cannot)."""
 
-    def __init__(self, stop_at: CodeType | None = None, killer: Killer | None = None) -> None:
+    def __init__(
+        self,
+        stop_at: CodeType | None = None,
+        killer: Killer | None = None,
+        adopt: Callable[[int], None] | None = None,
+    ) -> None:
         self.stop_at = stop_at
         self.killer = killer if killer is not None else Killer()
+        self.adopt = adopt
         self.threads: dict[int, _Runaway] = {}
+        self.fresh: set[int] = set()  # runaways whose code refresh() has not looked at
+        self.holder_seen = 0.0  # when the turn holder was last at a jump
         self.codes: set[CodeType] = set()
         self.lock = threading.Lock()
         self.holder: int | None = None  # the runaway whose turn it is
@@ -84,21 +103,24 @@ class Throttle:
         return False
 
     def add(self, ident: int) -> None:
-        """The thread ``ident`` runs a runaway process: make it take turns."""
+        """The thread ``ident`` runs a runaway process: make it take turns
+        (its code is watched from sysmon's next :meth:`refresh`)."""
         with self.lock:
             if not self._acquire_tool():
                 return
             self.threads.setdefault(ident, _Runaway(ident))
-        self.refresh()
+            self.fresh.add(ident)
 
     def remove(self, ident: int) -> None:
         """The runaway on thread ``ident`` yielded (or died): end its turns."""
         with self.lock:
             r = self.threads.pop(ident, None)
+            self.fresh.discard(ident)
             if r is None:
                 return
-            if r in self.waiting:
+            if r.queued:
                 self.waiting.remove(r)
+                r.queued = False
             if self.holder == ident:
                 self._pass_on()
             if self.threads:
@@ -115,23 +137,35 @@ class Throttle:
         if r is not None:
             r.parker.unpark()
 
-    def refresh(self) -> None:
-        """Watch the code objects the runaways execute now."""
-        if self.tool is None or not self.threads:
+    def refresh(self, everyone: bool = False) -> None:
+        """Watch the code objects the runaways execute now: the new runaways',
+        or ``everyone``'s (sysmon does that every few ticks)."""
+        if self.tool is None or not self.threads or not (everyone or self.fresh):
             return
         frames = sys._current_frames()
         new: list[CodeType] = []
         with self.lock:
-            for ident in self.threads:
+            idents = list(self.threads) if everyone else list(self.fresh)
+            self.fresh.clear()
+            for ident in idents:
                 frame = frames.get(ident)
                 while frame is not None and frame.f_code is not self.stop_at:
                     code = frame.f_code
-                    if code not in self.codes and _may_wait_for_a_turn(code):
+                    if code not in self.codes and is_process_code(code):
                         self.codes.add(code)
                         new.append(code)
                     frame = frame.f_back
         for code in new:
             _monitoring.set_local_events(self.tool, code, _monitoring.events.JUMP)
+
+    def unstall(self, now: float) -> None:
+        """sysmon: a holder not seen at a jump for STALL (blocked, maybe on a
+        lock a waiting runaway holds) passes the turn on."""
+        if self.holder is None or not self.waiting or now - self.holder_seen < STALL:
+            return
+        with self.lock:
+            if self.holder is not None and self.waiting:
+                self._pass_on()
 
     def stop(self) -> None:
         with self.lock:
@@ -152,7 +186,9 @@ class Throttle:
         """Give the turn to the next waiting runaway (caller holds ``lock``)."""
         if self.waiting:
             nxt = self.waiting.popleft()
+            nxt.queued = False
             self.holder = nxt.ident
+            self.holder_seen = time.perf_counter()
             nxt.parker.unpark()
         else:
             self.holder = None
@@ -161,36 +197,47 @@ class Throttle:
         ident = threading.get_ident()
         r = self.threads.get(ident)
         if r is None:
+            if self.adopt is not None:
+                self.adopt(ident)  # a scheduler running a runaway's code: hand it off
             return
         if self.holder == ident:
-            if not self.waiting or time.perf_counter() - r.since < BUDGET:
+            if not self.waiting:
+                return
+            now = self.holder_seen = time.perf_counter()
+            if now - r.since < BUDGET:
                 return
             with self.lock:
                 if self.holder != ident or not self.waiting:
                     return
                 self._pass_on()
                 self.waiting.append(r)
+                r.queued = True
         else:
             with self.lock:
                 if ident not in self.threads:
                     return
                 if self.holder is None:
                     self.holder = ident
-                    r.since = time.perf_counter()
+                    r.since = self.holder_seen = time.perf_counter()
                     return
-                if r not in self.waiting:
+                if not r.queued:
                     self.waiting.append(r)
+                    r.queued = True
         wants = self.killer.wants
         while self.holder != ident and ident in self.threads and not wants(ident):
-            r.parker.park()  # without the GIL, until it is our turn (or a kill wakes us)
+            # Without the GIL, until it is our turn (or a kill wakes us). A turn
+            # holder not seen for LOST loses the turn to us: sysmon normally
+            # passes a stalled turn on after STALL (unstall); this is the
+            # safety net should it not come round.
+            r.parker.park(LOST)
+            if time.perf_counter() - self.holder_seen >= LOST:
+                with self.lock:
+                    if self.holder != ident and time.perf_counter() - self.holder_seen >= LOST:
+                        if r.queued:
+                            self.waiting.remove(r)
+                            r.queued = False
+                        self.holder = ident
+                        self.holder_seen = time.perf_counter()
         r.since = time.perf_counter()
         # A jump in process code is a safe point for a kill (kill.py).
         self.killer.fire(code)
-
-
-_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
-def _may_wait_for_a_turn(code: CodeType) -> bool:
-    """Only a process's own ``async def`` code parks for its turn (see above)."""
-    return bool(code.co_flags & CO_COROUTINE) and not code.co_filename.startswith(_BEAMLET_DIR)
