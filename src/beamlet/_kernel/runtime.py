@@ -771,9 +771,13 @@ class Runtime:
             entry[2] += 1
         if aimed:
             self.throttle.wake(s.ident)
-            # Under the GIL the victim's thread must get the interpreter to
-            # raise: offer it now rather than at the end of our switch interval.
-            time.sleep(0)
+            if self.sysmon.saved_interval is None:
+                # Under the GIL the victim's thread must get the interpreter
+                # to raise: offer it now rather than at the end of our switch
+                # interval. (Not while runaways exist: the interval is short
+                # then, and with a thousand of them every sleep(0) would cost
+                # the killer its turn for a whole round of them.)
+                time.sleep(0)
         return True
 
     def bury_zombie(self, proc: Process, exc: BaseException | None) -> None:
