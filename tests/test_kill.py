@@ -252,35 +252,6 @@ def test_a_kill_is_not_swallowed_by_weakref_callbacks_or_finalizers(thread_death
     assert thread_deaths == []
 
 
-@needs_precise_kills
-def test_a_killed_process_that_starts_threads_in_a_loop_stops():
-    """It spends its time in the standard library (Thread.start, join): the kill
-    waits for its own code, which it reaches every iteration."""
-    stopped = [threading.Event() for _ in range(10)]
-
-    async def starter(parent, i):
-        send(parent, "started")
-        try:
-            while True:
-                t = threading.Thread(target=int)
-                t.start()
-                t.join()
-        finally:
-            stopped[i].set()
-
-    async def main():
-        reasons = []
-        for i in range(len(stopped)):
-            pid, ref = spawn_monitor(starter, beamlet.self(), i)
-            await receive("started", timeout=30)
-            exit(pid, "kill")
-            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
-        all_stopped = await beamlet.blocking(lambda: all(ev.wait(30) for ev in stopped))
-        return reasons, all_stopped
-
-    assert run(main, schedulers=1) == (["killed"] * 10, True)
-
-
 def test_finally_blocks_of_a_killed_process_run_as_it_but_cannot_wait(caplog):
     """[EXIT-2]"""
 
