@@ -11,8 +11,14 @@ import shutil
 import sys
 
 import pytest
+from hypothesis import settings
 
 import beamlet
+
+# The properties are about results, not speed: a loaded machine (CI, or tests run
+# beside each other) must not fail an example for taking over 200 ms.
+settings.register_profile("beamlet", deadline=None)
+settings.load_profile("beamlet")
 
 
 def run(main, *args, schedulers=2, **kw):

@@ -60,7 +60,7 @@ from beamlet._kernel.process import ProcessExit
 
 if TYPE_CHECKING:
     from beamlet._kernel.process import Process
-    from beamlet._kernel.runtime import Scheduler
+    from beamlet._kernel.scheduler import Scheduler
 
 
 class AsyncKill(ProcessExit):
@@ -399,7 +399,7 @@ class TraceKiller(Killer):
         if proc is None or not is_process_code(frame.f_code):
             return None
         s = self.current_scheduler()
-        if s is None or s.current is not proc or s.masked or s.closing:
+        if s is None or s.current is not proc or s.masked_depth or s.closing:
             return self._trace
         if in_finalizer(frame.f_code, ident):
             return self._trace
@@ -486,7 +486,7 @@ class MonitoringKiller(Killer):
         if proc is None:
             return
         s = self.current_scheduler()
-        if s is None or s.current is not proc or s.masked or s.closing:
+        if s is None or s.current is not proc or s.masked_depth or s.closing:
             return
         if code is not None and in_finalizer(code, ident):
             return

@@ -1,17 +1,8 @@
-"""The process record, kernel signals, and the messages the kernel delivers.
+"""The process record, its states, the trap codes, and the messages the kernel delivers.
 
-Theory of operation
--------------------
-A process is an ``async def`` coroutine plus a :class:`Process` record. Everything
-another process can do to it (send a message, link, unlink, monitor, demonitor,
-send an exit signal, report a DOWN) is a *signal* appended to the record's
-``inbox`` under its (striped) lock; this is the only place two threads meet. The
-owning process alone drains its inbox, at its own schedule points (``receive``,
-``sleep``, ...), moving messages to its private ``queue`` and applying the other
-signals to state only it mutates (``links``, ``monitors``, ``monitored_by``).
-Because every signal from A to B travels through B's single inbox in the order
-A appended it, signals between a pair of processes arrive in the order sent -- the
-one ordering guarantee Erlang makes.
+A process is an ``async def`` coroutine plus a :class:`Process` record. What
+others can do to it arrives as signals in its ``inbox`` (signals.py); what it
+waits in are traps (traps.py); a scheduler (scheduler.py) runs it.
 
 The record uses ``__slots__`` and allocates its containers lazily: a blocked
 process that has nothing queued holds no list, deque, set or dict.
@@ -39,17 +30,6 @@ WAIT: Final = 1  # block until a signal arrives or the wait timer fires
 YIELD: Final = 2  # go to the back of the run queue
 DIE: Final = 3  # the process must die now (reason in ``doom``)
 
-# Signal kinds.
-SIG_EXIT: Final = 1
-SIG_LINK: Final = 2
-SIG_UNLINK: Final = 3
-SIG_MONITOR: Final = 4
-SIG_DEMONITOR: Final = 5
-SIG_DOWN: Final = 6
-SIG_MARK: Final = 7  # receive marker: not a real signal, a position in the stream
-SIG_WAKE: Final = 8  # just wake the process up (blocking() work is done)
-SIG_ALIAS_MSG: Final = 9  # a message sent to an alias (a=alias ref, b=message)
-
 _N_STRIPES: Final = 256
 _STRIPES: Final = tuple(threading.Lock() for _ in range(_N_STRIPES))
 
@@ -72,25 +52,6 @@ class _Nothing:
 
 #: "No value" where None is a valid message.
 NOTHING: Final = _Nothing()
-
-
-class Sig:
-    """A non-message signal in an inbox. ``a``/``b`` depend on ``kind``:
-
-    EXIT (reason, from_link), LINK, UNLINK, MONITOR (ref, -), DEMONITOR (ref, -),
-    DOWN (ref, reason), MARK (ref, -).
-    """
-
-    __slots__ = ("a", "b", "kind", "sender")
-
-    def __init__(self, kind: int, sender: Any, a: Any = None, b: Any = None) -> None:
-        self.kind = kind
-        self.sender = sender
-        self.a = a
-        self.b = b
-
-    def __repr__(self) -> str:
-        return f"Sig({self.kind}, {self.sender!r}, {self.a!r}, {self.b!r})"
 
 
 class Process:
@@ -128,7 +89,7 @@ class Process:
         self.lock = stripe_lock(pid.id)
         self.state = RUNNABLE
         self.inbox: list[Any] | None = None
-        self.handoff: Any = NOTHING  # the signal that woke the process (see Runtime.deliver)
+        self.handoff: Any = NOTHING  # the signal that woke the process (see signals.deliver)
         self.queue: Any = None  # collections.deque of messages, allocated lazily
         self.links: set[Pid] | None = None
         self.monitors: dict[Ref, Any] | None = None  # refs this process holds -> target

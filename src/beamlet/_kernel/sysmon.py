@@ -39,7 +39,8 @@ from beamlet._kernel.parker import Parker
 from beamlet._kernel.process import RUNNING
 
 if TYPE_CHECKING:
-    from beamlet._kernel.runtime import Runtime, Scheduler
+    from beamlet._kernel.runtime import Runtime
+    from beamlet._kernel.scheduler import Scheduler
 
 logger = logging.getLogger("beamlet")
 
@@ -179,7 +180,7 @@ class Sysmon:
                     if p.inbox is not None and p not in rt.killing:
                         # Running for a whole tick with signals it has not
                         # drained: an exit signal among them must stop it
-                        # (a safety net; Runtime.deliver normally sees to it).
+                        # (a safety net; signals.deliver normally sees to it).
                         rt.exit_pending(p)
                 else:
                     s.seen = p

@@ -2,11 +2,11 @@
 
 Theory of operation
 -------------------
-:func:`start_node` names the runtime (``rt.local_node``), listens on a TCP port,
-registers with EPMD (starting the built-in EPMD when none runs) and installs
-three hooks in the kernel: ``rt.remote`` (a message or signal to a remote pid),
-``rt.remote_named`` (to ``(name, node)``) and ``rt.remote_alias`` (to a remote
-alias). Each hook turns the kernel's signal into a control message of the
+:func:`start_node` listens on a TCP port, registers with EPMD (starting
+the built-in EPMD when none runs) and plugs the node into the kernel as its
+``rt.distribution`` (the kernel's ``Distribution`` protocol: ``node_name``,
+``route`` for a message or signal to a remote pid, ``route_named`` to
+``(name, node)``, ``route_alias`` to a remote alias). Each route turns the kernel's signal into a control message of the
 distribution protocol and sends it on the connection to that node, opening the
 connection first if needed (as Erlang does on first use).
 
@@ -59,8 +59,18 @@ import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from beamlet._kernel import process as P
-from beamlet._kernel import runtime as R
+from beamlet._kernel import context
+from beamlet._kernel.runtime import Runtime
+from beamlet._kernel.signals import (
+    SIGNALS,
+    AliasMsg,
+    DemonitorSig,
+    DownSig,
+    ExitSig,
+    LinkSig,
+    MonitorSig,
+    UnlinkSig,
+)
 from beamlet.dist import control as C
 from beamlet.dist import epmd_client
 from beamlet.dist.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
@@ -147,7 +157,7 @@ class Node:
 
     def __init__(
         self,
-        rt: R.Runtime,
+        rt: Runtime,
         name: str,
         cookie: str,
         *,
@@ -204,10 +214,7 @@ class Node:
         self.creation = self.registration.creation
         self.running = True
         rt = self.rt
-        rt.local_node = lambda: self.name
-        rt.remote = self.route
-        rt.remote_named = self.route_named
-        rt.remote_alias = self.route_alias
+        rt.distribution = self
         self.acceptor = threading.Thread(
             target=self._acceptor, name="beamlet-dist-accept", daemon=True
         )
@@ -505,11 +512,11 @@ class Node:
             outs, conn.out_monitors = conn.out_monitors, {}
             ins, conn.in_monitors = conn.in_monitors, {}
         for local, remote in links:
-            rt.deliver(local, P.Sig(P.SIG_EXIT, remote, NOCONNECTION, True))
+            rt.deliver(local, ExitSig(remote, NOCONNECTION, True))
         for ref, (watcher, target) in outs.items():
-            rt.deliver(watcher, P.Sig(P.SIG_DOWN, target, ref, NOCONNECTION))
+            rt.deliver(watcher, DownSig(target, ref, NOCONNECTION))
         for ref, (watcher, target) in ins.items():
-            rt.deliver(target, P.Sig(P.SIG_DEMONITOR, watcher, ref))
+            rt.deliver(target, DemonitorSig(watcher, ref))
         for w in watchers:
             rt.deliver(w, NodeDown(conn.peer))
 
@@ -533,8 +540,12 @@ class Node:
 
     # -- outgoing: kernel signals -> control messages ---------------------
 
+    def node_name(self) -> Atom:
+        """Distribution.node_name: this node's name."""
+        return self.name
+
     def route(self, pid: Pid, item: Any, sender: Any) -> None:
-        """rt.remote: a message or signal for a pid on another node."""
+        """Distribution.route: a message or signal for a pid on another node."""
         rt = self.rt
         if pid.node == self.name:  # an earlier incarnation of this node: gone
             rt.answer_dead(pid, item)
@@ -548,54 +559,55 @@ class Node:
 
     def _send_to(self, conn: Connection, pid: Pid, item: Any, sender: Any) -> None:
         frm = sender.pid if sender is not None else None
-        if type(item) is not P.Sig:
+        t = type(item)
+        if t not in SIGNALS:
             if frm is None:
                 conn.send(C.Send(pid), item)
             else:
                 conn.send(C.SendSender(frm, pid), item)
             return
-        kind = item.kind
-        if kind == P.SIG_LINK:
+        if t is LinkSig:
             with conn.track:
                 conn.links.add((item.sender, pid))
             conn.send(C.Link(item.sender, pid))
-        elif kind == P.SIG_UNLINK:
+        elif t is UnlinkSig:
             with conn.track:
                 conn.links.discard((item.sender, pid))
             conn.send(C.UnlinkId(next(self.unlink_ids), item.sender, pid))
-        elif kind == P.SIG_EXIT:
+        elif t is ExitSig:
             if item.sender is None:
                 logger.warning(
                     "an exit signal to %r from outside a process cannot cross nodes", pid
                 )
                 return
-            if item.b:
+            if item.from_link:
                 with conn.track:
                     conn.links.discard((item.sender, pid))
-                conn.send(C.PayloadExit(item.sender, pid), encode_reason(item.a))
+                conn.send(C.PayloadExit(item.sender, pid), encode_reason(item.reason))
             else:
-                conn.send(C.PayloadExit2(item.sender, pid), encode_reason(item.a))
-        elif kind == P.SIG_MONITOR:
+                conn.send(C.PayloadExit2(item.sender, pid), encode_reason(item.reason))
+        elif t is MonitorSig:
             with conn.track:
-                conn.out_monitors[item.a] = (item.sender, pid)
-            conn.send(C.MonitorP(item.sender, pid, item.a))
-        elif kind == P.SIG_DEMONITOR:
+                conn.out_monitors[item.ref] = (item.sender, pid)
+            conn.send(C.MonitorP(item.sender, pid, item.ref))
+        elif t is DemonitorSig:
             with conn.track:
-                conn.out_monitors.pop(item.a, None)
-            conn.send(C.DemonitorP(item.sender, pid, item.a))
-        elif kind == P.SIG_DOWN:
+                conn.out_monitors.pop(item.ref, None)
+            conn.send(C.DemonitorP(item.sender, pid, item.ref))
+        elif t is DownSig:
             with conn.track:
-                conn.in_monitors.pop(item.a, None)
+                conn.in_monitors.pop(item.ref, None)
             who = item.sender if type(item.sender) is Pid else Atom(str(item.sender))
-            conn.send(C.PayloadMonitorPExit(who, pid, item.a), encode_reason(item.b))
+            conn.send(C.PayloadMonitorPExit(who, pid, item.ref), encode_reason(item.reason))
 
     def route_named(self, name: Any, node: Any, item: Any, sender: Any) -> None:
-        """rt.remote_named: a message, monitor or demonitor for ``(name, node)``."""
+        """Distribution.route_named: a message, monitor or demonitor for ``(name, node)``."""
         node = node if type(node) is Atom else Atom(str(node))
         conn = self.connection(node)
         target = name if type(name) is Atom else Atom(str(name))
         try:
-            if type(item) is not P.Sig:
+            t = type(item)
+            if t not in SIGNALS:
                 frm = sender.pid if sender is not None else None
                 if frm is None:
                     logger.warning(
@@ -603,20 +615,20 @@ class Node:
                     )
                     return
                 conn.send(C.RegSend(frm, target), item)
-            elif item.kind == P.SIG_MONITOR:
+            elif t is MonitorSig:
                 with conn.track:
-                    conn.out_monitors[item.a] = (item.sender, (name, node))
-                conn.send(C.MonitorP(item.sender, target, item.a))
-            elif item.kind == P.SIG_DEMONITOR:
+                    conn.out_monitors[item.ref] = (item.sender, (name, node))
+                conn.send(C.MonitorP(item.sender, target, item.ref))
+            elif t is DemonitorSig:
                 with conn.track:
-                    conn.out_monitors.pop(item.a, None)
-                conn.send(C.DemonitorP(item.sender, target, item.a))
+                    conn.out_monitors.pop(item.ref, None)
+                conn.send(C.DemonitorP(item.sender, target, item.ref))
         except ConnectionDown:
-            if type(item) is P.Sig and item.kind == P.SIG_MONITOR:
-                self.rt.deliver(item.sender, P.Sig(P.SIG_DOWN, (name, node), item.a, NOCONNECTION))
+            if type(item) is MonitorSig:
+                self.rt.deliver(item.sender, DownSig((name, node), item.ref, NOCONNECTION))
 
     def route_alias(self, ref: Ref, item: Any, sender: Any) -> None:
-        """rt.remote_alias: a message to an alias on another node."""
+        """Distribution.route_alias: a message to an alias on another node."""
         if sender is None or ref.node is None or ref.node == self.name:
             return
         with contextlib.suppress(ConnectionDown):
@@ -679,13 +691,13 @@ class Node:
                 raise InvalidMessage("ALIAS_SEND needs a pid and a reference")
             owner = rt.aliases.get(ctl.alias)
             if owner is not None:
-                deliver(owner, P.Sig(P.SIG_ALIAS_MSG, None, ctl.alias, payload))
+                deliver(owner, AliasMsg(ctl.alias, payload))
         elif t is C.Link:
             self._check_from(conn, ctl.from_pid)
             self._check_to(ctl.to_pid)
             with conn.track:
                 conn.links.add((ctl.to_pid, ctl.from_pid))
-            deliver(ctl.to_pid, P.Sig(P.SIG_LINK, ctl.from_pid))
+            deliver(ctl.to_pid, LinkSig(ctl.from_pid))
         elif t is C.UnlinkId:
             if type(ctl.id) is not int or not 0 < ctl.id < _U64:
                 raise InvalidMessage("UNLINK_ID needs an id in 1..2**64-1")
@@ -693,7 +705,7 @@ class Node:
             self._check_to(ctl.to_pid)
             with conn.track:
                 conn.links.discard((ctl.to_pid, ctl.from_pid))
-            deliver(ctl.to_pid, P.Sig(P.SIG_UNLINK, ctl.from_pid))
+            deliver(ctl.to_pid, UnlinkSig(ctl.from_pid))
             with contextlib.suppress(ConnectionDown):
                 conn.send(C.UnlinkIdAck(ctl.id, ctl.to_pid, ctl.from_pid))
         elif t is C.UnlinkIdAck:
@@ -707,7 +719,7 @@ class Node:
             reason = payload if t in (C.PayloadExit, C.PayloadExitTT) else ctl.reason
             with conn.track:
                 conn.links.discard((ctl.to_pid, ctl.from_pid))
-            deliver(ctl.to_pid, P.Sig(P.SIG_EXIT, ctl.from_pid, reason, True))
+            deliver(ctl.to_pid, ExitSig(ctl.from_pid, reason, True))
         elif t in (C.Exit2, C.Exit2TT, C.PayloadExit2, C.PayloadExit2TT):
             self._check_from(conn, ctl.from_pid)
             self._check_to(ctl.to_pid)
@@ -722,7 +734,7 @@ class Node:
                 )
                 return
             reason = payload if t in (C.PayloadExit2, C.PayloadExit2TT) else ctl.reason
-            deliver(ctl.to_pid, P.Sig(P.SIG_EXIT, ctl.from_pid, reason, False))
+            deliver(ctl.to_pid, ExitSig(ctl.from_pid, reason, False))
         elif t is C.MonitorP:
             self._check_from(conn, ctl.from_pid)
             if type(ctl.ref) is not Ref or not (self._mine(ctl.to_proc) or _is_atom(ctl.to_proc)):
@@ -735,7 +747,7 @@ class Node:
             with conn.track:
                 entry = conn.in_monitors.pop(ctl.ref, None)
             if entry is not None:
-                deliver(entry[1], P.Sig(P.SIG_DEMONITOR, ctl.from_pid, ctl.ref))
+                deliver(entry[1], DemonitorSig(ctl.from_pid, ctl.ref))
         elif t in (C.MonitorPExit, C.PayloadMonitorPExit):
             if type(ctl.ref) is not Ref or not (
                 type(ctl.from_proc) is Pid or _is_atom(ctl.from_proc)
@@ -747,7 +759,7 @@ class Node:
                 entry = conn.out_monitors.pop(ctl.ref, None)
             who = entry[1] if entry is not None else ctl.from_proc
             if ctl.to_pid.node is None:
-                deliver(ctl.to_pid, P.Sig(P.SIG_DOWN, who, ctl.ref, reason))
+                deliver(ctl.to_pid, DownSig(who, ctl.ref, reason))
         elif t in (C.SpawnRequest, C.SpawnRequestTT):
             mfa = ctl.mfa
             if (
@@ -806,12 +818,12 @@ class Node:
         if Atom("link") in opts:
             with conn.track:
                 conn.links.add((pid, requester))
-            self.rt.deliver(pid, P.Sig(P.SIG_LINK, requester))
+            self.rt.deliver(pid, LinkSig(requester))
             flags |= 1
         if Atom("monitor") in opts:
             with conn.track:
                 conn.in_monitors[ctl.req_id] = (requester, pid)
-            self.rt.deliver(pid, P.Sig(P.SIG_MONITOR, requester, ctl.req_id))
+            self.rt.deliver(pid, MonitorSig(requester, ctl.req_id))
             flags |= 2
         self.rt.deliver(pid, services.GO)  # after the signals: it runs with them in place
         with contextlib.suppress(ConnectionDown):
@@ -832,7 +844,7 @@ class Node:
             return
         with conn.track:
             conn.in_monitors[ctl.ref] = (ctl.from_pid, pid)
-        rt.deliver(pid, P.Sig(P.SIG_MONITOR, ctl.from_pid, ctl.ref, name))
+        rt.deliver(pid, MonitorSig(ctl.from_pid, ctl.ref, name))
 
 
 _SENDERS = frozenset({C.SendSender, C.SendSenderTT})
@@ -859,7 +871,7 @@ _node_lock = threading.Lock()
 
 def current_node() -> Node:
     node = _node
-    if node is None or node.rt is not R._current_runtime:
+    if node is None or node.rt is not context.runtime:
         raise RuntimeError(
             "this runtime is not a distributed node (start one with beamlet.dist.start_node)"
         )
@@ -888,7 +900,7 @@ def start_node(
     docs/distribution.md, "Security"). Returns the :class:`Node`.
     """
     global _node
-    rt = R.current_runtime()
+    rt = context.current_runtime()
     with _node_lock:
         if _node is not None and _node.rt is rt and _node.running:
             raise RuntimeError(f"this runtime is already the node {_node.name}")
@@ -922,15 +934,13 @@ def stop_node() -> None:
         services.stop(node)
         node.stop()
         rt = node.rt
-        rt.remote = rt._no_distribution
-        rt.remote_named = rt._no_distribution_named
-        rt.local_node = lambda: Atom("nonode@nohost")
+        rt.reset_distribution()
 
 
 def nodes(include_hidden: bool = False) -> list[Atom]:
     """The nodes this node is connected to (visible ones unless ``include_hidden``)."""
     node = _node
-    if node is None or node.rt is not R._current_runtime:
+    if node is None or node.rt is not context.runtime:
         return []
     return node.connected(include_hidden)
 
@@ -950,7 +960,7 @@ def monitor_node(peer: str, flag: bool = True) -> None:
     """Receive ``NodeDown(peer)`` when the connection to ``peer`` is lost
     (connecting first if needed; at once if it cannot be reached)."""
     node = current_node()
-    me = R.current_process().pid
+    me = context.current_process().pid
     peer_atom = Atom(peer)
     with node.lock:
         watchers = node.node_monitors.setdefault(peer_atom, [])

@@ -1,0 +1,241 @@
+"""Looking at processes without stopping them: process_info and its parts
+(stacks, initial call, memory), statistics, and crash reports.
+
+Everything here reads state other threads may be changing: containers are
+copied with a retry (:func:`snapshot`), a running process's stack is read
+from its thread's frame as it is at the moment of the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from beamlet._kernel.process import DEAD, RUNNING, STATUS_NAMES, Process
+from beamlet._kernel.signals import SIGNALS
+from beamlet._kernel.throttle import Throttle
+
+if TYPE_CHECKING:
+    from beamlet._kernel.runtime import Runtime
+
+logger = logging.getLogger("beamlet")
+
+_BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+# ---------------------------------------------------------------------- crash reports
+
+
+def log_crash(proc: Process, exc: BaseException) -> None:
+    name = f" ({proc.name})" if proc.name is not None else ""
+    logger.error(
+        "process %r%s crashed: %s: %s",
+        proc.pid,
+        name,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, user_traceback(exc.__traceback__)),
+    )
+
+
+def user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from its first frame outside beamlet's own code: a crash report
+    starts at the user's code (as Elixir's do), not at the scheduler loop's
+    ``proc.coro.send(None)`` or a behaviour's loop. Frames of beamlet the user's
+    code called stay. All of ``tb`` if every frame is beamlet's. The exception's
+    own ``__traceback__`` is left as it is."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_BEAMLET_DIR):
+        first = first.tb_next
+    return tb if first is None else first
+
+
+# ---------------------------------------------------------------------- stacks
+
+
+def initial_call(fn: Any) -> tuple[str, str, int]:
+    """(module, qualified name, number of positional parameters) of a process's function."""
+    target = fn
+    while hasattr(target, "func"):  # functools.partial
+        target = target.func
+    module = getattr(target, "__module__", None) or "?"
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    code = getattr(target, "__code__", None)
+    if code is None:
+        code = getattr(type(target).__call__, "__code__", None)
+    arity = code.co_argcount if code is not None else 0
+    if inspect.ismethod(target) and arity:
+        arity -= 1
+    return (module, name, arity)
+
+
+def format_stack(coro: Any) -> list[traceback.FrameSummary]:
+    """The stack of a suspended coroutine, outermost call first."""
+    frames = []
+    obj = coro
+    while obj is not None:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(
+            traceback.FrameSummary(
+                frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, line=None
+            )
+        )
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    return frames
+
+
+def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
+    """The stack of a process running on some thread right now, outermost first."""
+    for s in list(rt.schedulers):
+        if s.current is proc:
+            frame = sys._current_frames().get(s.ident)
+            break
+    else:
+        return []
+    loop_code = rt.loop_code
+    throttle_code = Throttle._on_jump.__code__
+    frames = []
+    while frame is not None and frame.f_code is not loop_code:
+        if frame.f_code is throttle_code:  # sysmon's brake, not the process's code
+            frame = frame.f_back
+            continue
+        frames.append(
+            traceback.FrameSummary(
+                frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, line=None
+            )
+        )
+        frame = frame.f_back
+    if frame is None:
+        return []  # it stopped running while we looked
+    frames.reverse()
+    return frames
+
+
+# ---------------------------------------------------------------------- process_info
+
+
+def snapshot(get: Callable[[], Any]) -> Any:
+    """``get()``, retried while another thread mutates what it copies."""
+    for _ in range(100):
+        try:
+            return get()
+        except RuntimeError:
+            continue
+    return get()
+
+
+def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
+    """The snapshot :func:`beamlet.process_info` returns (its docstring has the keys)."""
+    with proc.lock:
+        state = proc.state
+        inbox = list(proc.inbox) if proc.inbox is not None else []
+    if state >= DEAD:
+        return None
+    coro = proc.coro
+    q = proc.queue
+    queued = snapshot(lambda: len(q)) if q is not None else 0
+    pending = sum(1 for it in inbox if type(it) not in SIGNALS)
+    links = snapshot(lambda: sorted(proc.links or ()))
+    monitors = snapshot(lambda: list((proc.monitors or {}).values()))
+    monitored_by = snapshot(lambda: list((proc.monitored_by or {}).values()))
+    if state == RUNNING:
+        stack = running_stack(rt, proc)
+    else:
+        stack = format_stack(coro) if coro is not None else []
+    return {
+        "status": STATUS_NAMES[state],
+        "message_queue_len": queued + pending,
+        "reductions": proc.reductions,
+        "runtime": proc.runtime,
+        "memory": memory(proc),
+        "links": links,
+        "monitors": monitors,
+        "monitored_by": [w[0] if isinstance(w, tuple) else w for w in monitored_by],
+        "registered_name": proc.name,
+        "trap_exit": proc.trap_exit,
+        "initial_call": initial_call(proc.initial_call),
+        "current_stacktrace": stack,
+    }
+
+
+def memory(proc: Process) -> int:
+    """Bytes, an estimate: the record, coroutine frames, mailbox containers and
+    the shallow size of each queued message."""
+    size = sys.getsizeof(proc) + sys.getsizeof(proc.pid)
+    obj = proc.coro
+    while obj is not None:
+        size += sys.getsizeof(obj)
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            size += sys.getsizeof(frame)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    for c in (proc.queue, proc.inbox, proc.links, proc.monitors, proc.monitored_by):
+        if c is not None:
+            size += sys.getsizeof(c)
+    for box in (proc.queue, proc.inbox):
+        if box:
+            size += sum(map(sys.getsizeof, snapshot(box.copy)))
+    return size
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """A snapshot of the runtime's schedulers (see :func:`beamlet.statistics`)."""
+
+    schedulers: int  #: configured number of schedulers (N)
+    threads: int  #: scheduler threads that exist: active + held by runaways + spare
+    active: int  #: threads taking work from the run queue
+    held_by_runaways: int  #: threads a stuck process keeps (handed off by sysmon)
+    spare: int  #: parked threads ready to replace a stuck scheduler
+    idle: int  #: active schedulers parked for lack of work
+    run_queue: int  #: runnable processes waiting for a scheduler
+    processes: int  #: live processes
+    hand_offs: int  #: times sysmon replaced a stuck scheduler, since start
+    kills_pending: int  #: killed processes whose code has not stopped yet
+    utilization: float  #: busy scheduler time / (N x elapsed), sampled by sysmon
+    switch_interval: float  #: the GIL switch interval now (lowered while a runaway runs)
+    max_threads: int  #: cap on scheduler threads, runaways' included (run(max_threads=))
+    blocking_limit: int  #: threads the blocking() pool may start (run(blocking_threads=))
+    blocking_threads: int  #: blocking() pool threads that exist now
+    blocking_busy: int  #: blocking() pool threads running work now
+    blocking_queued: int  #: blocking() calls waiting for a pool thread
+    timers: int  #: armed timers: receive/sleep timeouts and send_after timers
+
+
+def statistics(rt: Runtime) -> Statistics:
+    scheds = list(rt.schedulers)
+    held = sum(1 for s in scheds if s.handed_off)
+    mon = rt.sysmon
+    pool_threads, pool_busy, pool_queued = rt.pool.statistics()
+    return Statistics(
+        schedulers=rt.n_schedulers,
+        threads=len(scheds),
+        active=rt.active,
+        held_by_runaways=held,
+        spare=len(rt.spares),
+        idle=len(rt.idle),
+        run_queue=len(rt.runq) + len(rt.diverted),
+        processes=len(rt.table),
+        hand_offs=mon.hand_offs,
+        kills_pending=len(rt.killing),
+        utilization=mon.busy_time / mon.sampled_time if mon.sampled_time else 0.0,
+        switch_interval=sys.getswitchinterval(),
+        max_threads=rt.max_threads,
+        blocking_limit=rt.pool.max_threads,
+        blocking_threads=pool_threads,
+        blocking_busy=pool_busy,
+        blocking_queued=pool_queued,
+        timers=rt.timers.pending(),
+    )

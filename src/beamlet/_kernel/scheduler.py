@@ -1,0 +1,652 @@
+"""The scheduler threads: the run queue, idle/park/wake, hand-off.
+
+Theory of operation
+-------------------
+N scheduler threads (one per core by default on free-threaded CPython, one
+under the GIL) share one run queue. A scheduler pops a runnable process, makes
+it the thread's current process and resumes its coroutine with ``send(None)``;
+the coroutine runs until it reaches a trap (traps.py), which yields one of the
+trap codes of :mod:`beamlet._kernel.process`:
+
+* ``WAIT``: block. Under the process's lock the scheduler parks it in state
+  WAITING unless a signal (or its timer) arrived meanwhile, in which case it goes
+  straight back on the run queue. A sender that finds a WAITING process makes it
+  RUNNABLE and queues it: there are no lost wake-ups, because both sides decide
+  under the same lock.
+* ``YIELD``: back of the run queue.
+* ``DIE``: the process received an exit signal it must die of; the scheduler
+  closes its coroutine (``GeneratorExit`` at the await point, so ``finally``
+  blocks run) and finishes it (signals.finish).
+
+Idle schedulers park on their own :class:`Parker`. A push wakes one idle
+scheduler only when it would otherwise wait: when the pusher is not a scheduler
+(the timer thread, another OS thread), or when the queue already holds work
+beyond what the pushing scheduler is about to take itself. A token passed round
+a ring therefore stays on one thread instead of bouncing between threads.
+
+A process that never reaches a trap holds its thread: sysmon (sysmon.py) then
+*hands off* -- another thread takes the stuck scheduler's place -- and the
+runaway keeps its thread, at a low OS priority, taking turns (throttle.py),
+until it yields or is killed (kill.py). The run-queue-level operations live in
+:class:`Scheduling`, which the runtime inherits: its state (``runq``, ``idle``,
+``spares``, ``active``, ...) is the runtime's.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from beamlet._kernel.context import current_scheduler, scheduler_var
+from beamlet._kernel.introspection import log_crash
+from beamlet._kernel.kill import NO_EXC, clear_async_exc, thread_state
+from beamlet._kernel.parker import GIL, Parker
+from beamlet._kernel.process import (
+    DIE,
+    EXITING,
+    RUNNABLE,
+    RUNNING,
+    WAIT,
+    WAITING,
+    YIELD,
+    Process,
+    ProcessExit,
+)
+from beamlet._kernel.signals import NORMAL
+from beamlet._kernel.sysmon import thread_cpu_clock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from beamlet._kernel.kill import Killer
+    from beamlet._kernel.runtime import Runtime
+    from beamlet._kernel.sysmon import Sysmon
+    from beamlet._kernel.throttle import Throttle
+
+logger = logging.getLogger("beamlet")
+
+#: OS priority (nice) of a thread while a runaway process holds it.
+RUNAWAY_NICE = 19
+
+#: Default cap on scheduler threads, the ones runaway processes keep included
+#: (``run(max_threads=)``): each runaway holds a thread until it yields or dies.
+DEFAULT_MAX_THREADS = 2048
+
+_RUNNABLE = RUNNABLE
+_RUNNING = RUNNING
+_WAITING = WAITING
+_EXITING = EXITING
+_WAIT = WAIT
+_YIELD = YIELD
+_DIE = DIE
+
+
+def default_schedulers() -> int:
+    """One scheduler per core where threads run in parallel (free-threaded
+    CPython); one under the GIL, where a second scheduler thread only adds
+    contention (measured: ping-pong 2.3 vs 3.5 µs, skynet 7.3 vs 8.7 s, spawn
+    5.3 vs 6.7 µs) and sysmon's hand-off already supplies a thread whenever a
+    process holds one."""
+    return (os.cpu_count() or 1) if not GIL else 1
+
+
+class Scheduler:
+    """One scheduler thread."""
+
+    __slots__ = (
+        "closing",
+        "cpu_clock",
+        "cpu_seen",
+        "current",
+        "first",
+        "handed_off",
+        "ident",
+        "index",
+        "kill_lock",
+        "kill_pending",
+        "masked_depth",
+        "native_id",
+        "parker",
+        "rt",
+        "runaway_code",
+        "seen",
+        "seen_reductions",
+        "stuck_for",
+        "thread",
+        "tstate",
+    )
+
+    def __init__(self, rt: Runtime, index: int) -> None:
+        self.rt = rt
+        self.index = index
+        self.parker = Parker()
+        self.thread: threading.Thread | None = None
+        # The process it runs or ran last (sysmon: same process, same
+        # reductions, still RUNNING = it has not yielded since).
+        self.current: Process | None = None
+        self.ident = 0
+        self.tstate = 0  # its PyThreadState (kill.TraceKiller)
+        self.cpu_clock: int | None = None  # its thread's CPU-time clock (sysmon charges it)
+        self.cpu_seen = 0.0
+        self.handed_off = False  # replaced by another thread while its process ran on
+        self.first: Process | None = None  # a diverted process to run first (Runtime.divert)
+        self.runaway_code: Any = None  # the code its runaway runs (Runtime.runaway_codes)
+        # Killing the running process (kill.py): the killer holds kill_lock.
+        self.kill_lock = threading.Lock()
+        self.kill_pending = False
+        self.masked_depth = 0  # >0 while the process runs a kernel section that must not be cut
+        self.closing = False  # running the finally blocks of a process that dies
+        # sysmon's private bookkeeping
+        self.seen: Process | None = None
+        self.seen_reductions = 0
+        self.stuck_for = 0.0
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.loop, name=f"beamlet-scheduler-{self.index}", daemon=True
+        )
+        self.thread.start()
+
+    def loop(self) -> None:
+        """Run processes until the runtime stops. The kernel's hot loop."""
+        rt = self.rt
+        popleft = rt.runq.popleft
+        scheduler_var.set(self)
+        self.ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
+        self.tstate = thread_state()
+        self.cpu_clock = thread_cpu_clock(self.ident)
+        finish = rt.finish
+        schedule = rt.schedule
+        asynchronous_kills = rt.killer.asynchronous
+        runaway_codes = rt.runaway_codes
+        runq = rt.runq
+        while True:
+            proc = self.first
+            if proc is not None:
+                # Started (or woken as a spare) for a process that runs a known
+                # runaway's code: it runs here as a runaway from the start.
+                self.first = None
+                rt.runaway_started(self)
+            else:
+                if self.handed_off:
+                    if self.retire():
+                        return
+                    continue  # rejoined, or woken as a spare (maybe with a first process)
+                try:
+                    proc = popleft()
+                except IndexError:
+                    if self.idle():
+                        return
+                    continue
+                if runaway_codes and runq and proc.coro.cr_code in runaway_codes and rt.divert_ok:
+                    # It runs the code of a process that never yields, and work
+                    # waits behind it: it gets a thread of its own (sysmon
+                    # starts one) instead of holding this one.
+                    rt.divert(proc)
+                    continue
+            self.current = proc
+            proc.state = _RUNNING
+            # Signals that came while it was queued (a kill sent before it first
+            # ran) take effect before its code runs. Paired with the re-read of
+            # the state in Runtime.deliver: one of the two sees the other.
+            if (proc.inbox is not None or proc.doom is not None) and self.doomed(proc):
+                continue
+            proc.reductions += 1
+            try:
+                trap = proc.coro.send(None)
+                exc = None
+            except BaseException as e:
+                trap = None
+                exc = e
+            # The process has stopped running on this thread. No Python frame
+            # may be entered before a kill aimed at it is settled (kill.py): an
+            # injected exception still pending would go off in it.
+            self.current = None
+            if self.kill_pending:
+                with self.kill_lock:
+                    if asynchronous_kills:
+                        clear_async_exc(self.ident, NO_EXC)  # a C call, no frame
+                    self.kill_pending = False
+                rt.killer.settle(self)
+                if proc.state >= _EXITING:
+                    rt.bury_zombie(proc, exc)
+                    continue
+            if exc is None:
+                if trap == _WAIT:
+                    lock = proc.lock
+                    lock.acquire()
+                    timer = proc.timer
+                    if proc.inbox is None and (timer is None or timer.state == 0):
+                        proc.state = _WAITING
+                        lock.release()
+                    else:
+                        proc.state = _RUNNABLE
+                        lock.release()
+                        schedule(proc)
+                elif trap == _YIELD:
+                    proc.state = _RUNNABLE
+                    schedule(proc)
+                else:
+                    self.close(proc, trap)
+            elif type(exc) is StopIteration:
+                if proc.pid == rt.main_pid:
+                    proc.result = exc.value
+                finish(proc, proc.doom if proc.doom is not None else NORMAL)
+            elif proc.doom is not None:
+                # Killed (an exit signal, or an AsyncKill aimed at it). The
+                # kill may have fired just after the coroutine yielded, in
+                # which case it is still suspended: close it.
+                if proc.coro.cr_frame is not None:
+                    self.close(proc, _DIE)
+                else:
+                    finish(proc, proc.doom)
+            elif isinstance(exc, ProcessExit):
+                finish(proc, exc.reason)
+            else:
+                if proc.pid != rt.main_pid:
+                    log_crash(proc, exc)
+                finish(proc, exc)
+
+    def doomed(self, proc: Process) -> bool:
+        """Before resuming ``proc``: apply the signals it got while queued; if it
+        must die of one, close it instead (it does not run). True if it died."""
+        if proc.inbox is not None:
+            # Masked: kernel code in the scheduler's context, not the process's
+            # (a namedtuple's __new__ made by exec counts as process code).
+            self.masked_depth += 1
+            try:
+                self.rt.drain_now(proc)
+            finally:
+                self.masked_depth -= 1
+        if proc.doom is None:
+            return False
+        self.close(proc, _DIE)
+        self.current = None
+        if self.kill_pending:
+            self.settle_kill()
+        return True
+
+    def masked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run kernel code ``fn(*args)`` from the process's context where a
+        kill must not cut it in half (a half-made process, half-applied
+        signals): a kill aimed now waits until it returns (kill.py)."""
+        self.masked_depth += 1
+        try:
+            if self.rt.async_kills and (self.kill_pending or not GIL):
+                with self.kill_lock:
+                    clear_async_exc(self.ident, NO_EXC)
+            return fn(*args)
+        finally:
+            self.masked_depth -= 1
+
+    def settle_kill(self) -> None:
+        """Forget a kill aimed at the process this thread ran (kill.py)."""
+        with self.kill_lock:
+            if self.rt.async_kills:
+                clear_async_exc(self.ident, NO_EXC)
+            self.kill_pending = False
+        self.rt.killer.settle(self)
+
+    def close(self, proc: Process, trap: Any) -> None:
+        """Close the coroutine of a suspended process that must die, then finish it.
+
+        Its ``finally`` blocks run (``GeneratorExit`` at its await point) as the
+        process itself: ``self()`` and ``send`` work there, waiting does not.
+        """
+        rt = self.rt
+        if trap != _DIE:
+            proc.doom = RuntimeError(
+                f"a beamlet process awaited something that is not a beamlet trap: {trap!r} "
+                "(asyncio objects cannot be awaited in a beamlet process)"
+            )
+            log_crash(proc, proc.doom)
+        reason = proc.doom
+        self.current = proc
+        self.closing = True
+        try:
+            proc.coro.close()
+        except BaseException as e:
+            logger.warning(
+                "process %r ignored its exit (%r) and raised while closing: %r", proc.pid, reason, e
+            )
+        finally:
+            self.closing = False
+            self.current = None
+        rt.finish(proc, reason)
+
+    def retire(self) -> bool:
+        """After a hand-off: rejoin the active schedulers, or park as a spare.
+
+        Returns True when the runtime has stopped.
+        """
+        rt = self.rt
+        rt.throttle.remove(self.ident)
+        rt.forget_runaway_code(self)
+        try:
+            if os.getpriority(os.PRIO_PROCESS, self.native_id) != rt.nice:
+                os.setpriority(os.PRIO_PROCESS, self.native_id, rt.nice)
+        except OSError:
+            # Raising a priority back needs privileges: a thread that cannot
+            # get its priority back leaves the pool instead.
+            with rt.sched_lock:
+                self.handed_off = False
+                rt.schedulers = [s for s in rt.schedulers if s is not self]
+            self.leave_no_work_behind()
+            return True
+        with rt.sched_lock:
+            self.handed_off = False
+            if rt.active < rt.n_schedulers:
+                rt.active += 1
+                return False
+            rt.spares.append(self)
+        self.current = None
+        self.leave_no_work_behind()
+        self.parker.park()
+        return rt.stopped
+
+    def leave_no_work_behind(self) -> None:
+        """Before this thread stops taking work: what it queued last (the DOWN
+        that woke a watcher as its runaway died) was pushed without waking
+        anyone, since a scheduler comes back for its own pushes. Wake one."""
+        rt = self.rt
+        if rt.runq:
+            rt.wake_idle()
+            rt.sysmon.poke()
+
+    def idle(self) -> bool:
+        """Park until there is work. Returns True when the runtime has stopped."""
+        rt = self.rt
+        if rt.active > rt.n_schedulers:
+            # One of the extra threads a burst brought in (sysmon): the queue
+            # is empty, so it parks as a spare instead.
+            with rt.sched_lock:
+                extra = rt.active > rt.n_schedulers and not rt.stopped
+                if extra:
+                    rt.active -= 1
+                    rt.spares.append(self)
+            if extra:
+                self.current = None
+                self.leave_no_work_behind()
+                self.parker.park()
+                return rt.stopped
+        with rt.idle_lock:
+            if rt.stopped:
+                return True
+            rt.idle.append(self)
+        # A push by a non-scheduler thread appends, then takes idle_lock to look
+        # for an idle scheduler: either it saw us above, or we see its push here.
+        if rt.runq:
+            with rt.idle_lock:
+                if self in rt.idle:
+                    rt.idle.remove(self)
+                    return False
+            # Someone already popped us from idle and unparked us: consume it.
+        self.current = None
+        self.parker.park()
+        rt.sysmon.poke()
+        return False
+
+
+class Scheduling:
+    """The runtime's scheduling half: the run queue, idle schedulers, spares,
+    hand-offs and diverted runaways, killing a running process. Inherited by
+    :class:`~beamlet._kernel.runtime.Runtime`; :meth:`init_scheduling` makes
+    its state."""
+
+    # The runtime's parts the scheduling half uses (runtime.Runtime sets them).
+    sysmon: Sysmon
+    throttle: Throttle
+    killer: Killer
+    nice: int
+    async_kills: bool
+
+    def init_scheduling(self, n: int, max_threads: int | None) -> None:
+        if n < 1:
+            raise ValueError("schedulers must be at least 1")
+        # The run queue needs no lock: deque.append/popleft are atomic (and
+        # documented thread-safe, free-threaded builds included).
+        self.runq: collections.deque[Process] = collections.deque()
+        self.idle: list[Scheduler] = []
+        self.idle_lock = threading.Lock()
+        self.n_schedulers = n
+        rt = cast("Runtime", self)
+        self.schedulers = [Scheduler(rt, i) for i in range(n)]
+        self.active = n  # schedulers taking work (not handed off, not spare)
+        self.spares: list[Scheduler] = []
+        self.sched_lock = threading.Lock()
+        self.warned_cap = False
+        # Code objects runaways run now (-> how many), and processes that run
+        # such code waiting for a thread of their own (divert).
+        self.runaway_codes: dict[Any, int] = {}
+        self.diverted: collections.deque[Process] = collections.deque()
+        self.divert_ok = True  # False once max_threads is reached
+        if max_threads is not None and max_threads < n:
+            raise ValueError("max_threads must be at least the number of schedulers")
+        # Scheduler threads in all, runaways' included: each runaway keeps one.
+        self.max_threads = (
+            max_threads if max_threads is not None else max(DEFAULT_MAX_THREADS, 4 * n)
+        )
+        # Processes a kill was aimed at, while they still run:
+        # proc -> [first aim, last aim, attempts] (sysmon pursues them).
+        self.killing: dict[Process, list[Any]] = {}
+        self.stopped = False
+
+    def hand_off(self, s: Scheduler) -> None:
+        """sysmon found ``s`` stuck in one process: put another thread in its place."""
+        with self.sched_lock:
+            if s.handed_off or self.stopped:
+                return
+            s.handed_off = True
+            self.active -= 1
+            self.sysmon.hand_offs += 1
+            code = getattr(s.current.coro, "cr_code", None) if s.current is not None else None
+            if code is not None and s.runaway_code is None:
+                s.runaway_code = code
+                self.runaway_codes[code] = self.runaway_codes.get(code, 0) + 1
+            # Under the GIL every runnable thread competes for it: make it
+            # change hands more often, and lower the runaway's OS priority so
+            # the others win it more often. Both before the new thread starts:
+            # Thread.start() itself waits for the GIL.
+            self.sysmon.tune_switch_interval(True)
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
+            self.throttle.add(s.ident)
+            self._bring_in(self.n_schedulers - self.active)
+
+    def forget_runaway_code(self, s: Scheduler) -> None:
+        code = s.runaway_code
+        if code is None:
+            return
+        s.runaway_code = None
+        with self.sched_lock:
+            left = self.runaway_codes.get(code, 1) - 1
+            if left > 0:
+                self.runaway_codes[code] = left
+            else:
+                self.runaway_codes.pop(code, None)
+
+    def divert(self, proc: Process) -> None:
+        """A scheduler popped ``proc``, which runs a known runaway's code, with
+        work waiting behind it: sysmon gives it a thread of its own."""
+        self.diverted.append(proc)
+        self.sysmon.poke()
+
+    def start_diverted(self, most: int) -> int:
+        """sysmon: give up to ``most`` diverted processes a thread each (spares
+        first). Past ``max_threads`` they go back to the run queue."""
+        n = 0
+        while n < most and self.diverted:
+            with self.sched_lock:
+                if self.stopped:
+                    return n
+                try:
+                    proc = self.diverted.popleft()
+                except IndexError:
+                    break
+                if self.spares:
+                    s = self.spares.pop()
+                    s.handed_off = True
+                    s.first = proc
+                    s.parker.unpark()
+                elif len(self.schedulers) < self.max_threads:
+                    s = Scheduler(cast("Runtime", self), len(self.schedulers))
+                    s.handed_off = True
+                    s.first = proc
+                    self.schedulers = [*self.schedulers, s]
+                    s.start()
+                else:
+                    # At the cap: no more diverting; they run where they are.
+                    self.divert_ok = False
+                    self.schedule(proc)
+                    while self.diverted:
+                        self.schedule(self.diverted.popleft())
+                    break
+            n += 1
+        return n
+
+    def runaway_started(self, s: Scheduler) -> None:
+        """In a thread started for a diverted process, before it runs: it is a
+        runaway's thread from the start (low priority, takes turns)."""
+        self.sysmon.tune_switch_interval(True)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
+        self.throttle.add(s.ident)
+
+    def adopt_runaway(self, ident: int) -> None:
+        """throttle.py: scheduler thread ``ident`` runs a known runaway's code
+        while work waits: hand it off now rather than after a slice."""
+        s = current_scheduler()
+        if (
+            s is None
+            or s.ident != ident
+            or s.handed_off
+            or s.masked_depth
+            or s.closing
+            or s.current is None
+            or not self.runq
+            or getattr(s.current.coro, "cr_code", None) not in self.runaway_codes
+        ):
+            return
+        self.hand_off(s)
+
+    def burst(self, k: int) -> int:
+        """sysmon: runaways keep turning up while work waits: let ``k`` more
+        threads take work for a while (they park as spares when the queue is
+        empty). Returns how many came."""
+        with self.sched_lock:
+            if self.stopped:
+                return 0
+            return self._bring_in(k)
+
+    def _bring_in(self, k: int) -> int:
+        """``k`` more threads take work: spares first, then new threads, up to
+        ``max_threads``. The caller holds ``sched_lock``."""
+        n = 0
+        while n < k:
+            if self.spares:
+                spare = self.spares.pop()
+                self.active += 1
+                spare.parker.unpark()
+            elif len(self.schedulers) < self.max_threads:
+                spare = Scheduler(cast("Runtime", self), len(self.schedulers))
+                self.schedulers = [*self.schedulers, spare]
+                self.active += 1
+                spare.start()
+            else:
+                if not self.warned_cap:
+                    self.warned_cap = True
+                    logger.warning(
+                        "beamlet: %d scheduler threads, the cap (run(max_threads=)): queued "
+                        "processes wait until a runaway process yields or dies",
+                        len(self.schedulers),
+                    )
+                break
+            n += 1
+        return n
+
+    def schedule(self, proc: Process) -> None:
+        """Put a RUNNABLE process on the run queue, waking a scheduler if needed.
+
+        From a scheduler thread the push is lock-free, and it wakes an idle
+        scheduler only if the queue holds more than the pushing scheduler is
+        about to take itself; a racy look at ``idle`` is fine there, since the
+        pusher comes back to the queue and nothing can be stranded. From any
+        other thread an idle scheduler is looked for under ``idle_lock``, which
+        pairs with :meth:`Scheduler.idle` so that a wake-up is never lost.
+        """
+        self.runq.append(proc)
+        if self.idle or current_scheduler() is None:
+            self.pushed()
+
+    def pushed(self) -> None:
+        """After a push: wake an idle scheduler if the push calls for one."""
+        if current_scheduler() is None or len(self.runq) > 1:
+            self.wake_idle()
+
+    def wake_idle(self) -> None:
+        with self.idle_lock:
+            s = self.idle.pop() if self.idle else None
+        if s is not None:
+            s.parker.unpark()
+
+    # ------------------------------------------------------------------ killing
+
+    def running_on(self, proc: Process) -> Scheduler | None:
+        """The scheduler whose thread runs ``proc`` right now, if any."""
+        for s in self.schedulers:
+            if s.current is proc:
+                return s
+        return None
+
+    def kill_running(self, proc: Process, reason: Any) -> bool:
+        """Make ``proc``, running on some thread now, die of ``reason``: aim an
+        AsyncKill at its code (kill.py) and have sysmon pursue it until its code
+        stops. False if it does not run on a thread (its next trap, or the check
+        before it is resumed, applies the signal instead)."""
+        s = self.running_on(proc)
+        if s is None:
+            return False
+        with s.kill_lock:
+            s.kill_pending = True  # before the check: pairs with Scheduler.loop
+            if s.current is not proc or s.closing:
+                return False
+            if proc.state != _RUNNING and not proc.zombie:
+                return False
+            if proc.doom is None:
+                proc.doom = reason
+            aimed = not s.masked_depth and self.killer.aim(s, proc)
+        now = time.monotonic()
+        entry = self.killing.get(proc)
+        if entry is None:
+            self.killing[proc] = [now, now, 1]
+            self.sysmon.poke()
+        else:
+            entry[1] = now
+            entry[2] += 1
+        if aimed:
+            self.throttle.wake(s.ident)
+            if self.sysmon.saved_interval is None:
+                # Under the GIL the victim's thread must get the interpreter
+                # to raise: offer it now rather than at the end of our switch
+                # interval. (Not while runaways exist: the interval is short
+                # then, and with a thousand of them every sleep(0) would cost
+                # the killer its turn for a whole round of them.)
+                time.sleep(0)
+        return True
+
+    def bury_zombie(self, proc: Process, exc: BaseException | None) -> None:
+        """The code of a process sysmon declared dead has stopped: drop it."""
+        coro = proc.coro
+        proc.coro = None
+        if exc is None and coro is not None:
+            with contextlib.suppress(BaseException):
+                coro.close()
+        logger.warning("process %r, declared dead while it ran, has stopped", proc.pid)
+
+    # ------------------------------------------------------------------ spawning

@@ -1,0 +1,263 @@
+"""Traps: the only code that yields to a scheduler.
+
+A process suspends only here. Each trap is a generator-based coroutine
+(``types.coroutine``) that yields one of the trap codes of
+:mod:`beamlet._kernel.process` to the scheduler loop (scheduler.py):
+
+* ``WAIT``: park until a signal arrives or the wait's timer fires;
+* ``YIELD``: go to the back of the run queue (``sleep(0)``);
+* ``DIE``: the process must die now (its ``doom`` is set): the scheduler
+  closes the coroutine, so ``finally`` blocks run.
+
+Every trap, after it is resumed, does the same step: if signals are pending,
+drain them (:func:`settle`); if one of them dooms the process, yield ``DIE``.
+"""
+
+from __future__ import annotations
+
+import collections
+import types
+from collections.abc import Callable, Generator
+from itertools import islice
+from typing import Any
+
+from beamlet._kernel import context
+from beamlet._kernel.context import current_scheduler
+from beamlet._kernel.matching import matches, mentions
+from beamlet._kernel.pool import DONE
+from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Process
+from beamlet._kernel.signals import SIGNALS, AliasMsg, WakeSig
+from beamlet._kernel.timers import FIRED, PENDING, Timer
+
+_WAIT = WAIT
+_YIELD = YIELD
+_DIE = DIE
+
+
+def settle(proc: Process) -> bool:
+    """The step after every resume: apply the signals that arrived (if any).
+    True if one of them dooms the process (the caller then yields ``DIE``)."""
+    if proc.inbox is not None or proc.handoff is not NOTHING:
+        rt = context.runtime
+        assert rt is not None
+        rt.drain(proc)
+    return proc.doom is not None
+
+
+def cannot_wait(name: str, sched: Any) -> RuntimeError:
+    if sched is not None and sched.closing and sched.current is not None:
+        proc = sched.current
+        return RuntimeError(
+            f"{name}() called while process {proc.pid!r} is being killed ({proc.doom!r}): "
+            "the finally blocks of a killed process run, but it cannot wait any more"
+        )
+    return RuntimeError(f"{name}() called outside a beamlet process")
+
+
+def take(proc: Process, q: collections.deque[Any], i: int) -> Any:
+    """Remove and return the ``i``-th queued message, keeping the receive
+    marker's position right."""
+    if i == 0:
+        m = q.popleft()
+    else:
+        m = q[i]
+        del q[i]
+    if proc.mark_ref is not None and i < proc.mark_pos:
+        proc.mark_pos -= 1
+    if not q:
+        proc.queue = None
+    return m
+
+
+def _matches_any(patterns: tuple[Any, ...], m: Any) -> bool:
+    for p in patterns:
+        if matches(p, m):
+            return True
+    return False
+
+
+def _find(q: collections.deque[Any], start: int, patterns: tuple[Any, ...]) -> int:
+    """Index of the first message at or after ``start`` matching any pattern, or -1."""
+    n = len(q)
+    if start >= n:
+        return -1
+    if start == 0:
+        it: Any = q
+    elif start * 2 > n:
+        # Near the tail, indexing from the right is cheap.
+        for i in range(start, n):
+            m = q[i]
+            for p in patterns:
+                if matches(p, m):
+                    return i
+        return -1
+    else:
+        it = islice(q, start, None)
+    i = start
+    if len(patterns) == 1:
+        p0 = patterns[0]
+        for m in it:
+            if matches(p0, m):
+                return i
+            i += 1
+        return -1
+    for m in it:
+        for p in patterns:
+            if matches(p, m):
+                return i
+        i += 1
+    return -1
+
+
+@types.coroutine
+def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None, Any]:
+    """Wait for and remove the oldest message matching any of ``patterns``.
+
+    With no patterns, the oldest message. Messages that do not match stay in
+    the mailbox in order. ``timeout`` (seconds) raises ``TimeoutError`` when
+    nothing matched in time; ``timeout=0`` only looks at what is there.
+    A receive whose every pattern mentions the Ref most recently made by this
+    process (``make_ref()``, ``monitor()``) only scans messages that arrived
+    after that Ref was made (Erlang's receive marker).
+    """
+    sched = current_scheduler()
+    if sched is None or sched.current is None or sched.closing:
+        raise cannot_wait("receive", sched)
+    proc: Process = sched.current
+    q = proc.queue
+    if not patterns and q and proc.inbox is None and proc.handoff is NOTHING:
+        # Fast path: take the oldest queued message (no signal is pending).
+        m = q.popleft()
+        if proc.mark_ref is not None and proc.mark_pos:
+            proc.mark_pos -= 1
+        if not q:
+            proc.queue = None
+        return m
+    if not patterns and timeout is None and q is None:
+        # Fast path: nothing queued; wait for the message a sender hands over.
+        while True:
+            h = proc.handoff
+            if h is not NOTHING:
+                if type(h) not in SIGNALS and proc.inbox is None:
+                    proc.handoff = NOTHING
+                    return h
+                break
+            if proc.inbox is not None or proc.queue is not None:
+                break  # (the scheduler drains an inbox before resuming: Scheduler.doomed)
+            yield _WAIT
+    rt = sched.rt
+    pos = 0
+    mark = proc.mark_ref
+    if mark is not None and patterns:
+        for p in patterns:
+            if not mentions(p, mark):
+                mark = None
+                break
+        else:
+            pos = proc.mark_pos
+    timer: Timer | None = None
+    try:
+        while True:
+            h = proc.handoff
+            if h is not NOTHING and (proc.queue is None or pos >= len(proc.queue)):
+                # No queued message is a candidate (none queued, or all older
+                # than the receive marker or already tested): the handed-over
+                # message is the oldest candidate. Test it where it is, without
+                # queueing it (the reply of a call; sent to an alias: let in only
+                # while the alias is active).
+                m = h
+                t = type(h)
+                if t in SIGNALS:
+                    active = t is AliasMsg and proc.aliases and h.ref in proc.aliases
+                    m = h.msg if active else NOTHING
+                if m is not NOTHING and (not patterns or _matches_any(patterns, m)):
+                    proc.handoff = NOTHING
+                    if mark is not None:
+                        proc.mark_ref = None
+                    return m
+            if settle(proc):
+                yield _DIE
+            q = proc.queue
+            if q is not None:
+                if not patterns:
+                    if q:
+                        return take(proc, q, 0)
+                else:
+                    i = _find(q, pos, patterns)
+                    if i >= 0:
+                        if mark is not None:
+                            proc.mark_ref = None
+                        return take(proc, q, i)
+                    pos = len(q)
+            if timeout is not None:
+                if timer is None:
+                    if timeout <= 0:
+                        raise TimeoutError("receive timed out")
+                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout, proc)
+                elif timer.state == FIRED:
+                    raise TimeoutError(f"receive timed out after {timeout} s")
+            yield _WAIT
+    finally:
+        if timer is not None:
+            proc.timer = None
+            if timer.state == PENDING:
+                rt.timers.cancel(timer)
+
+
+@types.coroutine
+def sleep(seconds: float) -> Generator[int, None, None]:
+    """Suspend the calling process for ``seconds``; ``sleep(0)`` just yields."""
+    sched = current_scheduler()
+    if sched is None or sched.current is None or sched.closing:
+        raise cannot_wait("sleep", sched)
+    proc: Process = sched.current
+    if seconds <= 0:
+        yield _YIELD
+        if settle(proc):
+            yield _DIE
+        return
+    rt = sched.rt
+    timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout, proc)
+    try:
+        while timer.state != FIRED:
+            yield _WAIT
+            if settle(proc):
+                yield _DIE
+    finally:
+        proc.timer = None
+        if timer.state == PENDING:
+            rt.timers.cancel(timer)
+
+
+@types.coroutine
+def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int, None, Any]:
+    """Run blocking ``fn(*args, **kwargs)`` on a thread pool; wait for its result.
+
+    The BEAM's dirty schedulers: the process waits like in ``receive`` (without
+    holding a scheduler) while the pool thread works, and gets the return value,
+    or the exception ``fn`` raised. If the process is killed while waiting, work
+    that has not started is cancelled; work already running finishes on its
+    thread and its result is dropped.
+
+    The pool has ``run(blocking_threads=)`` threads (default 64); past that,
+    work waits for a thread (``statistics().blocking_queued``). Its threads are
+    daemons: when ``run`` returns, work still running is abandoned and does not
+    keep the program alive.
+    """
+    sched = current_scheduler()
+    if sched is None or sched.current is None or sched.closing:
+        raise cannot_wait("blocking", sched)
+    proc: Process = sched.current
+    rt = sched.rt
+    pid = proc.pid
+    wake = WakeSig()
+    job = rt.pool.submit(fn, args, kwargs, lambda _job: rt.deliver(pid, wake))
+    try:
+        while job.state < DONE:
+            yield _WAIT
+            if settle(proc):
+                yield _DIE
+        return job.outcome()
+    finally:
+        if job.state < DONE:
+            rt.pool.cancel(job)
