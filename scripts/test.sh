@@ -20,11 +20,11 @@ ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy
 python -m pytest "$@"
-# Kills on the fallback path (PyThreadState_SetAsyncExc), which an interpreter
-# without a free sys.monitoring tool or with an unexpected 3.11 layout uses.
-echo "== kill tests on the fallback (BEAMLET_ASYNC_EXC_KILLS=1)"
-BEAMLET_ASYNC_EXC_KILLS=1 python -m pytest -q -p no:cacheprovider tests/test_kill.py \
-  tests/test_preemption.py
+# The kernel tests with kills on the fallback path (PyThreadState_SetAsyncExc),
+# which an interpreter without a free sys.monitoring tool or with an unexpected
+# 3.11 layout uses (every run's shutdown kills too, not only test_kill's).
+echo "== kernel tests with the fallback kill (BEAMLET_ASYNC_EXC_KILLS=1)"
+BEAMLET_ASYNC_EXC_KILLS=1 python -m pytest -q -p no:cacheprovider tests/kernel
 # The kernel has version-specific paths (3.11's thread-start rule for kills, the
 # 3.12+ throttle): where pyenv holds 3.12 / 3.13, run the kernel, preemption and
 # OTP tests on them too (best effort set-up, but a failing test fails the run).
@@ -44,7 +44,8 @@ if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1;
       fi
     fi
     echo "== kernel, preemption and OTP tests on Python $full"
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/semantics tests/otp \
-      tests/test_preemption.py tests/test_kill.py tests/test_receive.py tests/test_timers.py
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/kernel/semantics tests/otp \
+      tests/kernel/test_preemption.py tests/kernel/test_kill.py tests/kernel/test_receive.py \
+      tests/kernel/test_timers.py
   done
 fi

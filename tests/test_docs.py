@@ -236,7 +236,9 @@ def test_every_test_named_in_semantics_md_exists():
     for path, name in refs:
         if path:
             current = (
-                ROOT / path if path.startswith("tests/") else ROOT / "tests" / "semantics" / path
+                ROOT / path
+                if path.startswith("tests/")
+                else ROOT / "tests" / "kernel" / "semantics" / path
             )
         assert current is not None, name
         if name not in _test_names(current):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from tests.conftest import run
-from tests.semantics.helpers import die_with, wait_forever
+from tests.kernel.semantics.helpers import die_with, wait_forever
 
 import beamlet
 from beamlet import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import run
-from tests.semantics.helpers import die_with, pingable, sync_with, wait_forever
+from tests.kernel.semantics.helpers import die_with, pingable, sync_with, wait_forever
 
 import beamlet
 from beamlet import ANY, Down, Exit, exit, monitor, receive, send, spawn, spawn_link, spawn_monitor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from tests.conftest import run
-from tests.semantics.helpers import die_with, pingable, sync_with
+from tests.kernel.semantics.helpers import die_with, pingable, sync_with
 
 import beamlet
 from beamlet import (

@@ -17,7 +17,7 @@ from tests.conftest import run
 import beamlet
 from beamlet import receive, send, spawn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _python(code: str, **kw):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import run
-from tests.semantics.helpers import die_with, pingable, sync_with
+from tests.kernel.semantics.helpers import die_with, pingable, sync_with
 
 import beamlet
 from beamlet import ANY, Down, demonitor, monitor, receive, send, spawn, spawn_monitor
