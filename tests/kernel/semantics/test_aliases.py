@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import run
+from tests.helpers import assert_no_message
 
 import beamlet
 from beamlet import ANY, Down, alias, receive, send, spawn, unalias
@@ -40,13 +41,10 @@ def test_after_unalias_nothing_sent_to_the_alias_arrives():
         spawn(replier, a, beamlet.self())  # sent after unalias: dropped at send
         await receive("sent", timeout=30)
         await receive("sent", timeout=30)
-        try:
-            await receive((a, ANY), timeout=0)
-            return was_active, again, "leaked"
-        except TimeoutError:
-            return was_active, again, "dropped"
+        await assert_no_message((a, ANY), timeout=0)
+        assert (was_active, again) == (True, False)
 
-    assert run(main, schedulers=2) == (True, False, "dropped")
+    run(main, schedulers=2)
 
 
 def test_a_monitor_can_be_an_alias():
@@ -85,14 +83,6 @@ async def reply_to_each_ref():
         send(ref, (ref, "answer"))
 
 
-async def _answered(ref):
-    try:
-        await receive((ref, ANY), timeout=0.05)
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_an_alias_made_with_demonitor_goes_when_the_monitor_is_removed():
     """[ALIAS-3] demonitor deactivates it; an explicit_unalias alias stays."""
 
@@ -100,17 +90,17 @@ def test_an_alias_made_with_demonitor_goes_when_the_monitor_is_removed():
         target = spawn(reply_to_each_ref)
         ref = beamlet.monitor(target, alias="demonitor")
         send(target, ref)
-        first = await _answered(ref)
+        await receive((ref, ANY), timeout=30)
         beamlet.demonitor(ref)
         send(target, ref)  # answered on an inactive alias: dropped
-        after = await _answered(ref)
+        await assert_no_message((ref, ANY), timeout=0.05)
         kept = beamlet.monitor(target, alias="explicit_unalias")
         beamlet.demonitor(kept)
         send(target, kept)
-        still = await _answered(kept)
-        return first, after, still, unalias(ref), unalias(kept)
+        await receive((kept, ANY), timeout=30)  # still active
+        assert (unalias(ref), unalias(kept)) == (False, True)
 
-    assert run(main) == (True, False, True, False, True)
+    run(main)
 
 
 def test_an_alias_made_with_demonitor_goes_when_its_down_is_delivered():
@@ -123,13 +113,15 @@ def test_an_alias_made_with_demonitor_goes_when_its_down_is_delivered():
         down = await receive(Down(ref, ANY, ANY), timeout=30)
         reply = await receive((ref, ANY), timeout=30)  # sent before the exit: kept
         send(ref, (ref, "late"))
-        return reply[1], down.reason, await _answered(ref), unalias(ref)
+        await assert_no_message((ref, ANY), timeout=0.05)
+        assert (reply, down) == ((ref, "answer"), Down(ref, target, "normal"))
+        assert unalias(ref) is False
 
     async def replier_on_request_then_die():
         ref = await receive()
         send(ref, (ref, "answer"))
 
-    assert run(main) == ("answer", "normal", False, False)
+    run(main)
 
 
 def test_monitor_refuses_an_unknown_alias_mode():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 from tests.conftest import run
+from tests.helpers import assert_no_message
 from tests.kernel.semantics.helpers import die_with, pingable, sync_with
 
 import beamlet
@@ -23,28 +23,37 @@ from beamlet import (
 
 
 def test_a_link_is_bidirectional():
-    """[LINK-1] either side's death reaches the other."""
+    """[LINK-1] both sides hold the link, and either side's death reaches the
+    other: the side that called link() and the side it linked to."""
+
+    async def linker(target):
+        link(target)
+        send(target, "linked")  # after the LINK signal: handled before this is read
+        await receive("go")
+        raise ProcessExit("linker died")
 
     async def main():
         beamlet.process_flag("trap_exit", True)
         me = beamlet.self()
-        a = spawn(die_with, "a died")
+        # We link to a: a's death reaches us.
+        a = spawn(pingable)
         link(a)
-        send(a, "go")
-        first = (await receive(Exit(a, ANY), timeout=30)).reason
-
-        async def watcher(parent):
-            beamlet.process_flag("trap_exit", True)
-            link(parent)
-            send(parent, "linked")
-            send(parent, (await receive(Exit, timeout=30)).reason)
-
-        spawn(watcher, me)
+        await sync_with(a)  # a has handled the LINK signal
+        assert beamlet.process_info(me)["links"] == [a]
+        assert beamlet.process_info(a)["links"] == [me]
+        beamlet.exit(a, "a died")
+        assert await receive(Exit(a, ANY), timeout=30) == Exit(a, "a died")
+        assert beamlet.process_info(me)["links"] == []
+        # b links to us: b's death reaches us.
+        b = spawn(linker, me)
         await receive("linked", timeout=30)
-        return first, me
+        assert beamlet.process_info(me)["links"] == [b]
+        assert beamlet.process_info(b)["links"] == [me]
+        send(b, "go")
+        assert await receive(Exit(b, ANY), timeout=30) == Exit(b, "linker died")
+        assert beamlet.process_info(me)["links"] == []
 
-    first, _ = run(main)
-    assert first == "a died"
+    run(main)
 
 
 def test_the_partner_sees_the_linker_die():
@@ -77,14 +86,13 @@ def test_linking_twice_makes_one_link():
         link(pid)
         link(pid)
         await sync_with(pid)
-        links_of_pid = beamlet.process_info(pid)["links"]
+        assert beamlet.process_info(beamlet.self())["links"] == [pid]
+        assert beamlet.process_info(pid)["links"] == [beamlet.self()]
         beamlet.exit(pid, "boom")
-        first = await receive(Exit(pid, ANY), timeout=30)
-        with pytest.raises(TimeoutError):
-            await receive(Exit(pid, ANY), timeout=0)
-        return links_of_pid == [beamlet.self()], first.reason
+        assert await receive(Exit(pid, ANY), timeout=30) == Exit(pid, "boom")
+        await assert_no_message(Exit(pid, ANY), timeout=0)
 
-    assert run(main) == (True, "boom")
+    run(main)
 
 
 def test_linking_to_oneself_does_nothing():
@@ -140,20 +148,30 @@ def test_a_trapping_process_linking_to_a_dead_one_gets_exit_noproc():
         send(dead, "go")
         await receive(Down(ref, dead, ANY), timeout=30)
         link(dead)
-        return await receive(Exit(dead, ANY), timeout=30)
+        assert await receive(Exit(dead, ANY), timeout=30) == Exit(dead, "noproc")
+        assert beamlet.process_info(beamlet.self())["links"] == []
 
-    assert run(main).reason == "noproc"
+    run(main)
 
 
 def test_after_unlink_the_partner_death_has_no_effect():
-    """[LINK-4]"""
+    """[LINK-4] and the link is gone on both sides."""
+
+    async def partner(parent):
+        await receive("go")  # the UNLINK signal came before "go": handled by now
+        send(parent, ("links", beamlet.process_info(beamlet.self())["links"]))
+        raise ProcessExit("crash")
 
     async def main():
-        pid = spawn_link(die_with, "crash")
+        me = beamlet.self()
+        pid = spawn_link(partner, me)
         unlink(pid)
+        assert beamlet.process_info(me)["links"] == []
         ref = beamlet.monitor(pid)
         send(pid, "go")
-        await receive(Down(ref, pid, ANY), timeout=30)
-        return "survived", beamlet.process_info(beamlet.self())["links"]
+        assert await receive(("links", ANY), timeout=30) == ("links", [])
+        assert await receive(Down(ref, pid, ANY), timeout=30) == Down(ref, pid, "crash")
+        assert beamlet.process_info(me)["links"] == []
+        return "survived"
 
-    assert run(main) == ("survived", [])
+    assert run(main) == "survived"

@@ -22,9 +22,10 @@ def test_messages_from_one_sender_arrive_in_the_order_sent():
         for _ in range(8000):
             p, i = await receive(timeout=30)
             seen[p].append(i)
-        return all(v == list(range(2000)) for v in seen.values())
+        for p, got in seen.items():
+            assert got == list(range(2000)), p
 
-    assert run(main)
+    run(main)
 
 
 def test_a_message_sent_before_an_exit_signal_is_received_first():
@@ -37,11 +38,10 @@ def test_a_message_sent_before_an_exit_signal_is_received_first():
     async def main():
         beamlet.process_flag("trap_exit", True)
         pid = spawn(sender, beamlet.self())
-        first = await receive(timeout=30)
-        second = await receive(timeout=30)
-        return first, second == Exit(pid, "bye")
+        assert await receive(timeout=30) == "last words"
+        assert await receive(timeout=30) == Exit(pid, "bye")
 
-    assert run(main) == ("last words", True)
+    run(main)
 
 
 def test_signals_to_a_waiting_process_are_handled_when_it_wakes():
@@ -51,14 +51,16 @@ def test_signals_to_a_waiting_process_are_handled_when_it_wakes():
     async def linker(to):
         beamlet.link(to)
         send(to, "linked now")
+        await receive("never")  # stays alive, and linked, while main looks
 
     async def main():
         me = beamlet.self()
         pid = spawn(linker, me)
         await receive("linked now", timeout=30)
-        return pid in beamlet.process_info(me)["links"] or not beamlet.is_alive(pid)
+        assert beamlet.process_info(me)["links"] == [pid]
+        assert beamlet.process_info(pid)["links"] == [me]
 
-    assert run(main)
+    run(main)
 
 
 _ = ANY
