@@ -17,7 +17,7 @@ def test_process_info_of_a_waiting_process():
         me = beamlet.self()
         pid = spawn_link(parked_in_receive)
         beamlet.register("parked", pid)
-        ref = monitor(pid)
+        monitor(pid)
         send(pid, "one")
         send(pid, "two")
         # A round trip through a process that is scheduled after it makes sure
@@ -25,9 +25,12 @@ def test_process_info_of_a_waiting_process():
         for _ in range(3):
             await beamlet.sleep(0)
         info = process_info(pid)
-        return me, pid, ref, info
+        # The link and the monitor, seen from this side too.
+        mine = process_info(me)
+        assert (mine["links"], mine["monitors"]) == ([pid], [pid])
+        return me, info
 
-    me, _pid, _ref, info = run(main, schedulers=1)
+    me, info = run(main, schedulers=1)
     assert info["status"] == "waiting"
     assert info["message_queue_len"] == 2
     assert info["registered_name"] == "parked"
@@ -76,9 +79,10 @@ def test_processes_lists_live_processes():
     async def main():
         pids = [spawn(parked_in_receive) for _ in range(10)]
         live = set(beamlet.processes())
-        return all(p in live for p in pids) and beamlet.self() in live
+        assert set(pids) <= live
+        assert beamlet.self() in live
 
-    assert run(main)
+    run(main)
 
 
 async def _spinner(parent):
