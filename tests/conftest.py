@@ -1,7 +1,9 @@
-"""Shared test helpers.
+"""Shared test fixtures and helpers.
 
-Every scenario runs inside ``beamlet.run(main)`` and asserts on what ``main``
-returns; nothing sleeps to wait for something to happen.
+Every scenario runs inside ``beamlet.run(main)`` and asserts inside ``main`` (an
+AssertionError there comes out of ``run``, showing the values) or on what it
+returns; nothing sleeps to wait for something to happen. What must not arrive
+is checked with ``tests.helpers.assert_no_message``.
 """
 
 from __future__ import annotations
