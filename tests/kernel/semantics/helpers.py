@@ -34,7 +34,7 @@ async def sync_with(pid) -> None:
 
 
 async def pingable(trap: bool = False) -> None:
-    """Answers pings; reports every other message it gets to its parent."""
+    """Answers pings (trapping exits if ``trap``); ignores every other message."""
     beamlet.process_flag("trap_exit", trap)
     while True:
         msg = await receive()
