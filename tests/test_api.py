@@ -54,13 +54,13 @@ def test_import_beamlet_loads_neither_distribution_nor_otp_until_a_name_is_used(
     code = """if True:
         import sys
         import beamlet
-        assert not [m for m in sys.modules if m.startswith(("beamlet.dist", "beamlet.otp"))]
+        assert not [m for m in sys.modules if m.startswith(("beamlet.distribution", "beamlet.otp"))]
         assert "rpc" in dir(beamlet) and "ping" in dir(beamlet)
         assert callable(beamlet.rpc.expose)  # docs/interop.md: beamlet.rpc after import beamlet
-        assert "beamlet.dist" in sys.modules
+        assert "beamlet.distribution" in sys.modules
         assert beamlet.otp.GenServer.__name__ == "GenServer"
         from beamlet import NodeDown, ping
-        assert ping is beamlet.dist.ping and NodeDown is beamlet.dist.NodeDown
+        assert ping is beamlet.distribution.ping and NodeDown is beamlet.distribution.NodeDown
         try:
             beamlet.no_such_name
         except AttributeError as e:
@@ -112,10 +112,13 @@ def test_otp_uses_only_the_public_api():
 
 def test_the_protocol_layers_do_not_reach_into_the_kernel():
     sans_io = {"etf.py", "framing.py", "handshake.py", "control.py", "epmd.py"}
-    for path in (SRC / "dist").rglob("*.py"):
+    for path in (SRC / "distribution").rglob("*.py"):
         if path.name in sans_io:
             for mod in _imports(path):
-                assert mod in {"beamlet.terms"} or mod.startswith("beamlet.dist"), (path.name, mod)
+                assert mod in {"beamlet.terms"} or mod.startswith("beamlet.distribution"), (
+                    path.name,
+                    mod,
+                )
 
 
 def test_the_package_is_typed():

@@ -6,7 +6,7 @@ Erlang cookie means "may run any code"; a beamlet node is safer by default).
 ``await call(node, module, function, args)`` calls a function on an Erlang node.
 """
 
-from beamlet.dist.services import expose, exposed, unexpose
-from beamlet.dist.services import rpc_call as call
+from beamlet.distribution.services import expose, exposed, unexpose
+from beamlet.distribution.services import rpc_call as call
 
 __all__ = ["call", "expose", "exposed", "unexpose"]

@@ -11,8 +11,8 @@ from dist_helpers import ErlNode
 
 import beamlet
 from beamlet import ANY, Atom, Down, Exit, NodeDown, Pid, receive, send, spawn
-from beamlet.dist import gen_call, ping
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution import gen_call, ping
+from beamlet.distribution.epmd_server import EPMDServer
 from beamlet.otp import GenServer, call
 from beamlet.rpc import call as rpc_call
 from beamlet.rpc import expose, unexpose
@@ -261,7 +261,7 @@ def test_garbage_on_the_node_port_costs_only_that_connection(builtin_epmd: EPMDS
 
     from hostile import answers
 
-    from beamlet.dist import epmd_client
+    from beamlet.distribution import epmd_client
 
     async def main(me: str):
         port = epmd_client.port_please(me.split("@")[0], epmd_port=builtin_epmd.port).port

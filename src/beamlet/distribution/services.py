@@ -36,11 +36,11 @@ from typing import Any
 
 import beamlet
 from beamlet import ANY, Atom, Down, Pid, Ref
-from beamlet.dist.etf import ImproperList
-from beamlet.dist.limits import brief, brief_exception
+from beamlet.distribution.etf import ImproperList
+from beamlet.distribution.limits import brief, brief_exception
 from beamlet.otp import gen
 
-logger = logging.getLogger("beamlet.dist")
+logger = logging.getLogger("beamlet.distribution")
 
 _exposed: dict[tuple[str, str], Callable[..., Any]] = {}
 _exposed_lock = threading.Lock()
@@ -343,7 +343,7 @@ async def _keeper(node: Any, pids: dict[str, Pid]) -> None:
 
 async def connect(peer: str, timeout: float = 7.0) -> bool:
     """Connect to ``peer`` (``"name@host"``); True once connected."""
-    from beamlet.dist.node import current_node
+    from beamlet.distribution.node import current_node
 
     node = current_node()
     conn = node.connection(Atom(peer))
@@ -375,7 +375,7 @@ async def rpc_call(
 ) -> Any:
     """``rpc:call(peer, module, function, args)`` on an Erlang node (through its rex).
     Returns what Erlang returns, including ``(badrpc, reason)`` tuples."""
-    from beamlet.dist.node import current_node
+    from beamlet.distribution.node import current_node
 
     node = current_node()
     leader = _io_sink.get(node.rt) or beamlet.self()

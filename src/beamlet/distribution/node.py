@@ -61,16 +61,16 @@ from typing import Any, NamedTuple
 
 from beamlet._kernel import process as P
 from beamlet._kernel import runtime as R
-from beamlet.dist import control as C
-from beamlet.dist import epmd_client
-from beamlet.dist.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
-from beamlet.dist.epmd import EPMDError
-from beamlet.dist.epmd_server import EPMDServer, ensure_epmd
-from beamlet.dist.handshake import simultaneous_status
-from beamlet.dist.limits import Limits, LogLimiter, brief, brief_exception
+from beamlet.distribution import control as C
+from beamlet.distribution import epmd_client
+from beamlet.distribution.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
+from beamlet.distribution.epmd import EPMDError
+from beamlet.distribution.epmd_server import EPMDServer, ensure_epmd
+from beamlet.distribution.handshake import simultaneous_status
+from beamlet.distribution.limits import Limits, LogLimiter, brief, brief_exception
 from beamlet.terms import Atom, Pid, Ref
 
-logger = logging.getLogger("beamlet.dist")
+logger = logging.getLogger("beamlet.distribution")
 
 NOCONNECTION = Atom("noconnection")
 NOPROC = Atom("noproc")
@@ -780,7 +780,7 @@ class Node:
         """SPAWN_REQUEST: only erpc's ``execute_call`` (how rpc:call and
         erpc:call run a function here) is served, and it runs only functions
         exposed with beamlet.rpc.expose. Anything else is refused (notsup)."""
-        from beamlet.dist import services
+        from beamlet.distribution import services
 
         mfa = ctl.mfa
         requester = ctl.from_pid
@@ -861,7 +861,7 @@ def current_node() -> Node:
     node = _node
     if node is None or node.rt is not R._current_runtime:
         raise RuntimeError(
-            "this runtime is not a distributed node (start one with beamlet.dist.start_node)"
+            "this runtime is not a distributed node (start one with beamlet.distribution.start_node)"
         )
     return node
 
@@ -905,7 +905,7 @@ def start_node(
         )
         node.start()
         _node = node
-    from beamlet.dist import services
+    from beamlet.distribution import services
 
     services.start(node)
     return node
@@ -917,7 +917,7 @@ def stop_node() -> None:
     with _node_lock:
         node, _node = _node, None
     if node is not None:
-        from beamlet.dist import services
+        from beamlet.distribution import services
 
         services.stop(node)
         node.stop()
