@@ -50,20 +50,23 @@ from beamlet.terms import Atom, Pid, Ref
 
 if _typing.TYPE_CHECKING:
     from beamlet import distribution as distribution
+    from beamlet import net_kernel as net_kernel
     from beamlet import otp as otp
     from beamlet import rpc as rpc
-    from beamlet.distribution import NodeDown, connect, disconnect, monitor_node, nodes, ping
+    from beamlet.distribution import NodeDown, disconnect, monitor_node, nodes
+    from beamlet.net_kernel import connect, ping
 
 # Loaded by __getattr__ on first use: name -> the module that defines it (a
 # submodule is its own module). They import the names above from this package.
 _LAZY = {
     "NodeDown": "beamlet.distribution",
-    "connect": "beamlet.distribution",
+    "connect": "beamlet.net_kernel",
     "disconnect": "beamlet.distribution",
     "monitor_node": "beamlet.distribution",
     "nodes": "beamlet.distribution",
-    "ping": "beamlet.distribution",
+    "ping": "beamlet.net_kernel",
     "distribution": "beamlet.distribution",
+    "net_kernel": "beamlet.net_kernel",
     "otp": "beamlet.otp",
     "rpc": "beamlet.rpc",
 }

@@ -246,14 +246,16 @@ def test_rpc_reaches_only_exposed_functions_and_we_can_rpc_erlang(
             added = await expect(erl, "add ")
             refused = await expect(erl, "os ")
             theirs = await rpc_call(erl.name, "erlang", "node", [])
-            return added, refused, theirs == erl.name
+            # its output goes to our I/O sink (the group leader), which answers
+            printed = await rpc_call(erl.name, "io", "format", ["from erlang~n"])
+            return added, refused, theirs == erl.name, printed
         finally:
             unexpose("pymath", "add")
 
-    added, refused, theirs = run_node(main, builtin_epmd)
+    added, refused, theirs, printed = run_node(main, builtin_epmd)
     assert added == "add 42"
     assert refused.startswith("os {badrpc,") and "undef" in refused
-    assert theirs
+    assert theirs and printed == "ok"
 
 
 def test_garbage_on_the_node_port_costs_only_that_connection(builtin_epmd: EPMDServer) -> None:
