@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import beamlet  # noqa: E402
 from beamlet import ANY, Atom, receive, send  # noqa: E402
-from beamlet.dist.epmd_server import EPMDServer  # noqa: E402
+from beamlet.distribution.epmd_server import EPMDServer  # noqa: E402
 
 COOKIE = "bench-dist"
 
@@ -94,7 +94,7 @@ def beamlet_to_erl(epmd: int, n: int, calls: int) -> dict[str, float]:
         lat = []
         for _ in range(calls):
             a = time.perf_counter()
-            await beamlet.dist.gen_call(
+            await beamlet.distribution.gen_call(
                 ("net_kernel", "esink@127.0.0.1"), (Atom("is_auth"), beamlet.node())
             )
             lat.append(time.perf_counter() - a)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from beamlet.dist.etf import ETFContext, decode, encode
+from beamlet.distribution.etf import ETFContext, decode, encode
 from beamlet.terms import Atom, Pid
 
 CTX = ETFContext(Atom("bench@127.0.0.1"), 1)

@@ -46,20 +46,20 @@ sys.path.insert(0, str(ROOT / "tests" / "distribution"))
 from hostile import COOKIE, HandshakeRefused, RawPeer, answers, run_node  # noqa: E402
 
 import beamlet  # noqa: E402
-from beamlet.dist import epmd, epmd_client  # noqa: E402
-from beamlet.dist import epmd_server as epmd_server_mod  # noqa: E402
-from beamlet.dist.control import (  # noqa: E402
+from beamlet.distribution import epmd, epmd_client  # noqa: E402
+from beamlet.distribution import epmd_server as epmd_server_mod  # noqa: E402
+from beamlet.distribution.control import (  # noqa: E402
     Link,
     PayloadExit,
     PayloadExit2,
     RegSend,
     SpawnRequest,
 )
-from beamlet.dist.etf import encode_term  # noqa: E402
-from beamlet.dist.framing import frame  # noqa: E402
-from beamlet.dist.handshake import DFLAG_HANDSHAKE_23  # noqa: E402
-from beamlet.dist.limits import Limits  # noqa: E402
-from beamlet.dist.node import Node  # noqa: E402
+from beamlet.distribution.etf import encode_term  # noqa: E402
+from beamlet.distribution.framing import frame  # noqa: E402
+from beamlet.distribution.handshake import DFLAG_HANDSHAKE_23  # noqa: E402
+from beamlet.distribution.limits import Limits  # noqa: E402
+from beamlet.distribution.node import Node  # noqa: E402
 from beamlet.terms import Atom, Pid  # noqa: E402
 
 SERVICES = ("net_kernel", "rex", "global_name_server")
@@ -324,7 +324,7 @@ def _send_name(name: bytes, flags: int) -> bytes:
 
 
 def handshake_inputs() -> list[tuple[str, Callable[[Target], Any]]]:
-    from beamlet.dist.connection import NODE_FLAGS
+    from beamlet.distribution.connection import NODE_FLAGS
 
     def closed_after(data: bytes) -> Callable[[Target], Any]:
         def step(t: Target) -> bool:
@@ -689,7 +689,7 @@ def faults(exe: str) -> list[tuple[str, Callable[[Target], Any]]]:
         return wait_until(lambda: answers(t.port, timeout=2), 10)
 
     def thread_start_fails(t: Target) -> bool:
-        from beamlet.dist import connection
+        from beamlet.distribution import connection
 
         real = connection.Connection.serve_accepted
 

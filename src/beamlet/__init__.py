@@ -49,21 +49,24 @@ from beamlet._kernel.process import ANY, BadArg, Down, Exit, ProcessExit
 from beamlet.terms import Atom, Pid, Ref
 
 if _typing.TYPE_CHECKING:
-    from beamlet import dist as dist
+    from beamlet import distribution as distribution
+    from beamlet import net_kernel as net_kernel
     from beamlet import otp as otp
     from beamlet import rpc as rpc
-    from beamlet.dist import NodeDown, connect, disconnect, monitor_node, nodes, ping
+    from beamlet.distribution import NodeDown, disconnect, monitor_node, nodes
+    from beamlet.net_kernel import connect, ping
 
 # Loaded by __getattr__ on first use: name -> the module that defines it (a
 # submodule is its own module). They import the names above from this package.
 _LAZY = {
-    "NodeDown": "beamlet.dist",
-    "connect": "beamlet.dist",
-    "disconnect": "beamlet.dist",
-    "monitor_node": "beamlet.dist",
-    "nodes": "beamlet.dist",
-    "ping": "beamlet.dist",
-    "dist": "beamlet.dist",
+    "NodeDown": "beamlet.distribution",
+    "connect": "beamlet.net_kernel",
+    "disconnect": "beamlet.distribution",
+    "monitor_node": "beamlet.distribution",
+    "nodes": "beamlet.distribution",
+    "ping": "beamlet.net_kernel",
+    "distribution": "beamlet.distribution",
+    "net_kernel": "beamlet.net_kernel",
     "otp": "beamlet.otp",
     "rpc": "beamlet.rpc",
 }

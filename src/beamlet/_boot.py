@@ -38,7 +38,7 @@ def run(
     keep included (default 2048).
 
     ``node="name@host"`` makes the runtime a distributed node before ``main``
-    starts (see :func:`beamlet.dist.start_node` for ``cookie``, ``hidden``,
+    starts (see :func:`beamlet.distribution.start_node` for ``cookie``, ``hidden``,
     ``listen_host``, ``epmd_port``); it leaves the cluster when ``main`` ends.
 
     When ``main`` ends every other process is killed. If ``main`` raised,
@@ -56,7 +56,7 @@ def run(
     name = node
 
     async def boot(*main_args: Any) -> Any:
-        from beamlet.dist.node import start_node, stop_node
+        from beamlet.distribution.node import start_node, stop_node
 
         start_node(name, cookie, hidden=hidden, listen_host=listen_host, epmd_port=epmd_port)
         try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution.epmd_server import EPMDServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

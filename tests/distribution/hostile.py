@@ -1,7 +1,7 @@
 """Hostile clients for the distribution tests and benchmarks/dist_probe.py.
 
 :class:`RawPeer` is a node in name only: it does the real handshake (with the
-sans-I/O :class:`~beamlet.dist.handshake.Initiator`) and then sends whatever it
+sans-I/O :class:`~beamlet.distribution.handshake.Initiator`) and then sends whatever it
 is told -- well-formed control messages, invalid ones, raw bytes -- and can
 check that the node still answers (``ping``: net_kernel's ``is_auth``, as
 ``net_adm:ping`` asks it). :func:`run_node` runs a beamlet node in this process
@@ -17,14 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import beamlet
-from beamlet.dist.connection import NODE_FLAGS
-from beamlet.dist.control import NO_PAYLOAD, Control, RegSend
-from beamlet.dist.etf import encode_term
-from beamlet.dist.framing import frame
-from beamlet.dist.handshake import Complete, Failed, Initiator, Send
-from beamlet.dist.limits import Limits
-from beamlet.dist.node import Node, start_node, stop_node
-from beamlet.dist.session import DistSession, Message
+from beamlet.distribution.connection import NODE_FLAGS
+from beamlet.distribution.control import NO_PAYLOAD, Control, RegSend
+from beamlet.distribution.etf import encode_term
+from beamlet.distribution.framing import frame
+from beamlet.distribution.handshake import Complete, Failed, Initiator, Send
+from beamlet.distribution.limits import Limits
+from beamlet.distribution.node import Node, start_node, stop_node
+from beamlet.distribution.session import DistSession, Message
 from beamlet.terms import Atom, Pid, Ref
 
 COOKIE = "hostile-cookie"

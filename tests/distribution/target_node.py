@@ -13,8 +13,8 @@ import resource
 import sys
 
 import beamlet
-from beamlet.dist.limits import Limits
-from beamlet.dist.node import start_node, stop_node
+from beamlet.distribution.limits import Limits
+from beamlet.distribution.node import start_node, stop_node
 
 
 async def main(name: str, cookie: str, epmd_port: int) -> None:

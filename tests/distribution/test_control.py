@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beamlet.dist import control as c
-from beamlet.dist.control import ControlDecodeError, DistDecoder, DistEncoder
-from beamlet.dist.etf import ETFContext, ETFDecodeError
-from beamlet.dist.handshake import BEAMLET_FLAGS, DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
+from beamlet.distribution import control as c
+from beamlet.distribution.control import ControlDecodeError, DistDecoder, DistEncoder
+from beamlet.distribution.etf import ETFContext, ETFDecodeError
+from beamlet.distribution.handshake import BEAMLET_FLAGS, DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
 from beamlet.terms import Atom, Pid, Ref
 
 ME = ETFContext(Atom("py@h"), 3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from beamlet.dist.node import read_cookie
+from beamlet.distribution.node import read_cookie
 
 
 @pytest.fixture

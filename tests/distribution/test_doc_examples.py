@@ -19,7 +19,7 @@ import pytest
 from dist_helpers import ElixirNode, ErlNode, wait_until
 from tests.test_docs import Snippet, expected_output, snippets
 
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution.epmd_server import EPMDServer
 
 pytestmark = pytest.mark.interop
 

@@ -12,8 +12,8 @@ from dist_helpers import ElixirNode
 
 import beamlet
 from beamlet import ANY, Atom, ProcessExit, receive, send, spawn
-from beamlet.dist import ping
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution import ping
+from beamlet.distribution.epmd_server import EPMDServer
 from beamlet.otp import GenServer, call
 
 pytestmark = pytest.mark.interop

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from dist_helpers import ErlNode, free_port, wait_until
 
-from beamlet.dist import epmd, epmd_client
-from beamlet.dist.epmd import EPMDError, NodeInfo
-from beamlet.dist.epmd_server import EPMDServer, ensure_epmd
+from beamlet.distribution import epmd, epmd_client
+from beamlet.distribution.epmd import EPMDError, NodeInfo
+from beamlet.distribution.epmd_server import EPMDServer, ensure_epmd
 
 
 def test_alive2_req_layout() -> None:

@@ -12,9 +12,9 @@ import time
 import pytest
 from dist_helpers import wait_until
 
-from beamlet.dist import epmd, epmd_client
-from beamlet.dist.epmd import NodeInfo
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution import epmd, epmd_client
+from beamlet.distribution.epmd import NodeInfo
+from beamlet.distribution.epmd_server import EPMDServer
 
 
 def raw_alive2(name: bytes, port: int = 4000, extra: bytes = b"") -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beamlet.dist.etf import (
+from beamlet.distribution.etf import (
     BitBinary,
     ETFContext,
     ETFDecodeError,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from beamlet.dist.etf import (
+from beamlet.distribution.etf import (
     BitBinary,
     ETFDecodeError,
     Export,

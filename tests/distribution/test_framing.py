@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beamlet.dist.framing import TICK, FrameError, PacketReader, frame
+from beamlet.distribution.framing import TICK, FrameError, PacketReader, frame
 
 
 @given(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beamlet.dist.handshake import (
+from beamlet.distribution.handshake import (
     BEAMLET_FLAGS,
     DFLAG_MANDATORY_25_DIGEST,
     DFLAG_NAME_ME,

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from dist_helpers import ErlNode, wait_until
 
-from beamlet.dist import control as c
-from beamlet.dist import epmd_client
-from beamlet.dist.control import DistDecoder, DistEncoder
-from beamlet.dist.epmd_server import EPMDServer
-from beamlet.dist.etf import ETFContext, ImproperList
-from beamlet.dist.framing import TICK, PacketReader, frame
-from beamlet.dist.handshake import Acceptor, Complete, Failed, Initiator, Send
+from beamlet.distribution import control as c
+from beamlet.distribution import epmd_client
+from beamlet.distribution.control import DistDecoder, DistEncoder
+from beamlet.distribution.epmd_server import EPMDServer
+from beamlet.distribution.etf import ETFContext, ImproperList
+from beamlet.distribution.framing import TICK, PacketReader, frame
+from beamlet.distribution.handshake import Acceptor, Complete, Failed, Initiator, Send
 from beamlet.terms import Atom, Pid, Ref
 
 pytestmark = pytest.mark.interop
@@ -300,7 +300,7 @@ def test_dist_session_as_a_visible_node(
 ) -> None:
     """The same through DistSession, the object connection.py will drive,
     this time as a visible (published) node: erl lists us in nodes()."""
-    from beamlet.dist.session import DistSession, Message
+    from beamlet.distribution.session import DistSession, Message
 
     node = erl_nodes(otp, ERL, COOKIE, builtin_epmd.port, VISIBLE_WATCHER)
     node.expect("ready")

@@ -1,4 +1,4 @@
-"""Bounded descriptions of bad input and rate-limited log lines (beamlet.dist.limits)."""
+"""Bounded descriptions of bad input and rate-limited log lines (beamlet.distribution.limits)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from beamlet.dist.control import Link, UnknownControl
-from beamlet.dist.limits import Limits, LogLimiter, brief, brief_exception
+from beamlet.distribution.control import Link, UnknownControl
+from beamlet.distribution.limits import Limits, LogLimiter, brief, brief_exception
 from beamlet.terms import Atom, Pid
 
 
@@ -58,9 +58,9 @@ def test_each_kind_of_line_is_logged_at_most_burst_times_per_period() -> None:
 
 def test_suppressed_lines_are_counted_in_the_next_one(caplog: pytest.LogCaptureFixture) -> None:
     limiter = LogLimiter(burst=1, period=0.0001)
-    log = logging.getLogger("beamlet.dist.test")
+    log = logging.getLogger("beamlet.distribution.test")
     limiter.period = 1000.0
-    with caplog.at_level(logging.WARNING, "beamlet.dist.test"):
+    with caplog.at_level(logging.WARNING, "beamlet.distribution.test"):
         assert limiter.log(log, logging.WARNING, "k", "bad %s", 1)
         assert not limiter.log(log, logging.WARNING, "k", "bad %s", 2)
         limiter.period = 0.0  # the period is over

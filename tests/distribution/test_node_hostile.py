@@ -18,11 +18,11 @@ from hostile import RawPeer, answers, blocking, run_node
 
 import beamlet
 from beamlet import ANY, Atom, Down, Pid
-from beamlet.dist import connection as conn_mod
-from beamlet.dist.control import Link, MonitorP, PayloadExit, PayloadExit2, RegSend
-from beamlet.dist.epmd_server import EPMDServer
-from beamlet.dist.limits import Limits
-from beamlet.dist.node import Node
+from beamlet.distribution import connection as conn_mod
+from beamlet.distribution.control import Link, MonitorP, PayloadExit, PayloadExit2, RegSend
+from beamlet.distribution.epmd_server import EPMDServer
+from beamlet.distribution.limits import Limits
+from beamlet.distribution.node import Node
 
 
 def as_seen_by_peers(node: Node, pid: Pid) -> Pid:
@@ -115,7 +115,7 @@ def test_out_of_descriptors_the_node_backs_off_and_keeps_accepting(
         alive = alive and await blocking(answers, node.port)  # after 0.3 s of EMFILE
         return alive, flaky.calls
 
-    with caplog.at_level(logging.WARNING, "beamlet.dist"):
+    with caplog.at_level(logging.WARNING, "beamlet.distribution"):
         alive, calls = run_node(main, builtin_epmd.port)
     assert alive
     assert 2 <= calls <= 6  # backed off: not thousands of calls
@@ -135,7 +135,7 @@ def test_a_broken_listening_socket_is_replaced_on_the_same_port(
         alive = await blocking(wait_until, lambda: answers(port, timeout=1), 5, "an answer")
         return alive, node.port == port
 
-    with caplog.at_level(logging.ERROR, "beamlet.dist"):
+    with caplog.at_level(logging.ERROR, "beamlet.distribution"):
         alive, same_port = run_node(main, builtin_epmd.port)
     assert alive and same_port
     assert any("listening socket" in r.getMessage() for r in caplog.records)
@@ -384,7 +384,7 @@ def test_a_packet_that_does_not_decode_costs_the_connection(builtin_epmd: EPMDSe
             with RawPeer(node.port) as peer:
                 # a SEND to net_kernel whose payload is a truncated binary
                 good = Pid(*beamlet.whereis("net_kernel").wire_words(), node.name, node.creation)  # type: ignore[union-attr]
-                from beamlet.dist.etf import encode_term
+                from beamlet.distribution.etf import encode_term
 
                 body = b"\x83\x44\x00" + encode_term((2, Atom(""), good), peer.session.ctx)
                 peer.send_packet(body + b"m\x00\x00\x10\x00abc")
@@ -464,7 +464,7 @@ def test_log_lines_a_peer_causes_are_rate_limited(
 
         return await blocking(attack)
 
-    with caplog.at_level(logging.WARNING, "beamlet.dist"):
+    with caplog.at_level(logging.WARNING, "beamlet.distribution"):
         assert run_node(main, builtin_epmd.port, limits=limits)
     cookie_lines = [r for r in caplog.records if "wrong cookie" in r.getMessage()]
     assert len(cookie_lines) == 3
@@ -479,7 +479,7 @@ def test_a_map_built_to_collide_costs_the_connection_not_seconds_of_cpu(
     import struct
     import time
 
-    from beamlet.dist.etf import encode_term
+    from beamlet.distribution.etf import encode_term
 
     p = (1 << 61) - 1
     keys = b"".join(encode_term(i * p) + b"a\x01" for i in range(1, 60_001))  # ~880 KB
@@ -503,7 +503,7 @@ def test_a_map_built_to_collide_costs_the_connection_not_seconds_of_cpu(
 def test_a_term_with_too_many_elements_costs_the_connection(builtin_epmd: EPMDServer) -> None:
     import struct
 
-    from beamlet.dist.etf import encode_term
+    from beamlet.distribution.etf import encode_term
 
     limits = Limits(max_term_elements=100_000)
 

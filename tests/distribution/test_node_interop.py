@@ -11,8 +11,8 @@ from dist_helpers import ErlNode
 
 import beamlet
 from beamlet import ANY, Atom, Down, Exit, NodeDown, Pid, receive, send, spawn
-from beamlet.dist import gen_call, ping
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution import gen_call, ping
+from beamlet.distribution.epmd_server import EPMDServer
 from beamlet.otp import GenServer, call
 from beamlet.rpc import call as rpc_call
 from beamlet.rpc import expose, unexpose
@@ -249,6 +249,8 @@ def test_rpc_reaches_only_exposed_functions_and_we_can_rpc_erlang(
             added = await expect(erl, "add ")
             refused = await expect(erl, "os ")
             assert await rpc_call(erl.name, "erlang", "node", []) == erl.name
+            # its output goes to our I/O sink (the group leader), which answers
+            assert await rpc_call(erl.name, "io", "format", ["from erlang~n"]) == "ok"
             return added, refused
         finally:
             unexpose("pymath", "add")
@@ -263,7 +265,7 @@ def test_garbage_on_the_node_port_costs_only_that_connection(builtin_epmd: EPMDS
 
     from hostile import answers
 
-    from beamlet.dist import epmd_client
+    from beamlet.distribution import epmd_client
 
     async def main(me: str):
         port = epmd_client.port_please(me.split("@")[0], epmd_port=builtin_epmd.port).port

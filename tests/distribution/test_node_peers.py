@@ -13,7 +13,7 @@ import pytest
 
 import beamlet
 from beamlet import ANY, Down, Exit, NodeDown, receive, send
-from beamlet.dist.epmd_server import EPMDServer
+from beamlet.distribution.epmd_server import EPMDServer
 from beamlet.otp import ServerExit, call
 
 COOKIE = "peer-cookie"
@@ -108,7 +108,7 @@ _ = Exit
 
 def test_a_node_leaves_no_listener_or_acceptor_behind(builtin_epmd: EPMDServer) -> None:
     """After run() returns, the node's port is closed and its accept thread gone."""
-    from beamlet.dist.node import current_node
+    from beamlet.distribution.node import current_node
 
     async def main():
         node = current_node()

@@ -17,9 +17,9 @@ import pytest
 from dist_helpers import free_port, wait_until
 from hostile import COOKIE, answers, blocking, run_node
 
-from beamlet.dist import epmd_client
-from beamlet.dist.epmd_server import EPMDServer
-from beamlet.dist.node import Node
+from beamlet.distribution import epmd_client
+from beamlet.distribution.epmd_server import EPMDServer
+from beamlet.distribution.node import Node
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

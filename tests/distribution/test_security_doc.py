@@ -7,7 +7,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from beamlet.dist import Limits
+from beamlet.distribution import Limits
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "distribution.md"
 

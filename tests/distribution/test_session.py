@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from beamlet.dist import control as c
-from beamlet.dist.handshake import Acceptor, Complete, Failed, Initiator, Send
-from beamlet.dist.session import BadMessage, DistSession, Message
+from beamlet.distribution import control as c
+from beamlet.distribution.handshake import Acceptor, Complete, Failed, Initiator, Send
+from beamlet.distribution.session import BadMessage, DistSession, Message
 from beamlet.terms import Atom, Pid
 
 

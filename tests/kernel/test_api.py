@@ -49,27 +49,70 @@ def test_the_package_init_defines_nothing_itself():
             assert names in (["__all__"], ["_LAZY"]), names
 
 
-def test_import_beamlet_loads_neither_distribution_nor_otp_until_a_name_is_used():
-    # A fresh interpreter: this one has long imported everything.
-    code = """if True:
-        import sys
-        import beamlet
-        assert not [m for m in sys.modules if m.startswith(("beamlet.dist", "beamlet.otp"))]
-        assert "rpc" in dir(beamlet) and "ping" in dir(beamlet)
-        assert callable(beamlet.rpc.expose)  # docs/interop.md: beamlet.rpc after import beamlet
-        assert "beamlet.dist" in sys.modules
-        assert beamlet.otp.GenServer.__name__ == "GenServer"
-        from beamlet import NodeDown, ping
-        assert ping is beamlet.dist.ping and NodeDown is beamlet.dist.NodeDown
-        try:
-            beamlet.no_such_name
-        except AttributeError as e:
-            assert "no_such_name" in str(e)
-        else:
-            raise AssertionError("no AttributeError")
-    """
+# The layers above the distribution: what `import beamlet` and the
+# distribution package must not load by themselves.
+UPPER = ("beamlet.distribution", "beamlet.otp", "beamlet.net_kernel", "beamlet.rpc")
+
+
+def _run(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (this one has long imported everything)."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_import_beamlet_loads_neither_distribution_nor_otp_until_a_name_is_used():
+    _run(f"""if True:
+        import sys
+        import beamlet
+        assert not [m for m in sys.modules if m.startswith({UPPER!r})]
+        assert "rpc" in dir(beamlet) and "ping" in dir(beamlet)
+        assert callable(beamlet.rpc.expose)  # docs/interop.md: beamlet.rpc after import beamlet
+        assert "beamlet.distribution" in sys.modules
+        assert beamlet.otp.GenServer.__name__ == "GenServer"
+        from beamlet import NodeDown, connect, ping
+        assert ping is beamlet.net_kernel.ping and connect is beamlet.net_kernel.connect
+        assert NodeDown is beamlet.distribution.NodeDown
+        assert beamlet.distribution.gen_call is beamlet.net_kernel.gen_call
+        for module in (beamlet, beamlet.distribution):
+            try:
+                module.no_such_name
+            except AttributeError as e:
+                assert "no_such_name" in str(e)
+            else:
+                raise AssertionError("no AttributeError")
+    """)
+
+
+def test_beamlet_dist_is_gone():
+    _run("""if True:
+        try:
+            import beamlet.dist
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise AssertionError("beamlet.dist still imports")
+    """)
+
+
+def test_the_distribution_does_not_load_the_layers_above():
+    # Its modules, the package facade included, load neither OTP nor the node
+    # services; the facade's OTP-backed names load on first use.
+    modules = sorted(
+        "beamlet.distribution" + ("" if p.stem == "__init__" else "." + p.stem)
+        for p in (SRC / "distribution").glob("*.py")
+    )
+    assert "beamlet.distribution.node" in modules
+    above = UPPER[1:]
+    _run(f"""if True:
+        import importlib, sys
+        for name in {modules!r}:
+            importlib.import_module(name)
+            loaded = [m for m in sys.modules if m.startswith({above!r})]
+            assert not loaded, (name, loaded)
+        import beamlet.distribution
+        assert beamlet.distribution.ping.__module__ == "beamlet.net_kernel"
+        assert "beamlet.otp" in sys.modules
+    """)
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -112,10 +155,39 @@ def test_otp_uses_only_the_public_api():
 
 def test_the_protocol_layers_do_not_reach_into_the_kernel():
     sans_io = {"etf.py", "framing.py", "handshake.py", "control.py", "epmd.py"}
-    for path in (SRC / "dist").rglob("*.py"):
+    for path in (SRC / "distribution").rglob("*.py"):
         if path.name in sans_io:
             for mod in _imports(path):
-                assert mod in {"beamlet.terms"} or mod.startswith("beamlet.dist"), (path.name, mod)
+                assert mod in {"beamlet.terms"} or mod.startswith("beamlet.distribution"), (
+                    path.name,
+                    mod,
+                )
+
+
+def _runtime_imports(path: pathlib.Path) -> set[str]:
+    """The beamlet modules ``path`` imports, but for ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("beamlet")}
+
+
+def test_the_distribution_imports_nothing_above_it():
+    # The kernel and terms below it, itself; not the package facade (`beamlet`),
+    # OTP, or the node services (beamlet.net_kernel, beamlet.rpc), which plug
+    # into it instead (node.add_services, node.allow_spawn).
+    for path in (SRC / "distribution").rglob("*.py"):
+        for mod in _runtime_imports(path):
+            assert mod == "beamlet.terms" or mod.startswith(
+                ("beamlet._kernel", "beamlet.distribution")
+            ), (path.name, mod)
 
 
 def test_the_package_is_typed():

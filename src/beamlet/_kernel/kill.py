@@ -78,8 +78,13 @@ class AsyncKill(ProcessExit):
 
 _BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # beamlet code in which a kill may land: the OTP behaviours run user callbacks
-# and hold no lock of their own across them.
-_BEAMLET_PROCESS_CODE = (os.path.join(_BEAMLET_DIR, "otp") + os.sep,)
+# and hold no lock of their own across them; the node's services (net_kernel,
+# rex) are ordinary processes built on them.
+_BEAMLET_PROCESS_CODE = (
+    os.path.join(_BEAMLET_DIR, "otp") + os.sep,
+    os.path.join(_BEAMLET_DIR, "net_kernel.py"),
+    os.path.join(_BEAMLET_DIR, "rpc.py"),
+)
 
 
 def _stdlib_dirs() -> tuple[str, ...]:

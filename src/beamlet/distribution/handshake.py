@@ -15,7 +15,7 @@ Neither touches a socket.  Feed them the bytes read from the connection
 * :class:`Complete` -- the handshake succeeded: peer name, flags, creation;
   from then on the connection uses 4-byte framing, and ``leftover`` holds
   any bytes that already arrived past the handshake (feed them to the
-  4-byte :class:`~beamlet.dist.framing.PacketReader`);
+  4-byte :class:`~beamlet.distribution.framing.PacketReader`);
 * :class:`Failed` -- the handshake failed (``reason`` says why; a wrong
   cookie is ``reason="bad_cookie"``): close the connection.
 
@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from beamlet.dist.framing import FrameError, PacketReader, frame
+from beamlet.distribution.framing import FrameError, PacketReader, frame
 from beamlet.terms import Atom
 
 __all__ = [

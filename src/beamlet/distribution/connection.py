@@ -1,6 +1,6 @@
 """Connections to other nodes: the only code that owns distribution sockets.
 
-A :class:`Connection` drives one :class:`~beamlet.dist.session.DistSession`
+A :class:`Connection` drives one :class:`~beamlet.distribution.session.DistSession`
 over one TCP socket. A reader thread per connection reads, feeds the session,
 sends ticks (``net_ticktime``), and hands each decoded control message to the
 node (:meth:`Node.dispatch`). Senders encode in their own thread, under the
@@ -12,7 +12,7 @@ handshake completes.
 What a peer costs (docs/distribution.md, "Security"): during the handshake one
 thread (the reader writes the few handshake messages itself; the writer thread
 starts once the peer is authenticated) and at most 64 KiB of buffer; after it,
-the bounds of :class:`~beamlet.dist.limits.Limits` (packet, message, term and
+the bounds of :class:`~beamlet.distribution.limits.Limits` (packet, message, term and
 send-buffer sizes). The first packet that cannot be decoded ends the
 connection, as in erts (``erts_net_message``: any decode error or invalid
 message kills the connection).
@@ -28,8 +28,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from beamlet._kernel.parker import Parker
-from beamlet.dist.control import NO_PAYLOAD, Control
-from beamlet.dist.handshake import (
+from beamlet.distribution.control import NO_PAYLOAD, Control
+from beamlet.distribution.handshake import (
     BEAMLET_FLAGS,
     DFLAG_SPAWN,
     Acceptor,
@@ -38,14 +38,14 @@ from beamlet.dist.handshake import (
     Initiator,
     Send,
 )
-from beamlet.dist.limits import brief_exception
-from beamlet.dist.session import BadMessage, DistSession, Message
+from beamlet.distribution.limits import brief_exception
+from beamlet.distribution.session import BadMessage, DistSession, Message
 from beamlet.terms import Atom, Pid, Ref
 
 if TYPE_CHECKING:
-    from beamlet.dist.node import Node
+    from beamlet.distribution.node import Node
 
-logger = logging.getLogger("beamlet.dist")
+logger = logging.getLogger("beamlet.distribution")
 
 #: The node answers SPAWN_REQUEST (for erpc, which rpc:call uses since OTP 23).
 NODE_FLAGS = BEAMLET_FLAGS | DFLAG_SPAWN

@@ -2,7 +2,7 @@
 
 :class:`Limits` gathers every bound a node puts on its peers (docs/distribution.md,
 "Security", lists each with its default and what it protects); pass one to
-:func:`beamlet.dist.start_node` to change them.
+:func:`beamlet.distribution.start_node` to change them.
 
 Bad input is logged, never echoed: :func:`brief` describes a value in a bounded
 number of characters, doing bounded work (no ``repr`` of a 32 MiB binary, no

@@ -40,14 +40,22 @@ control message that erts would call invalid (a pid of a third node, a
 connection at once and never makes us dial another node; the node's services
 (``net_kernel``, ``rex``...) handle bad requests without dying, cannot be
 sent an exit signal by a peer, and are restarted if they die anyway
-(services.py); the EPMD registration is watched: if the EPMD goes away the
+(beamlet.net_kernel); the EPMD registration is watched: if the EPMD goes away the
 node serves EPMD itself or registers with whoever serves now.
+
+Services: the processes a node runs for its peers (``net_kernel``, ``rex``...)
+and the functions a peer may spawn here (erpc's ``execute_call``) are OTP-level
+code in the layer above (beamlet.net_kernel, beamlet.rpc). They plug in with
+:func:`add_services` and :func:`allow_spawn` when imported; :func:`start_node`
+imports them (``SERVICE_MODULES``), so every node has them while this package
+never imports the layers above when it is imported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import itertools
 import logging
 import os
@@ -56,6 +64,7 @@ import socket
 import stat
 import string
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,16 +80,16 @@ from beamlet._kernel.signals import (
     MonitorSig,
     UnlinkSig,
 )
-from beamlet.dist import control as C
-from beamlet.dist import epmd_client
-from beamlet.dist.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
-from beamlet.dist.epmd import EPMDError
-from beamlet.dist.epmd_server import EPMDServer, ensure_epmd
-from beamlet.dist.handshake import simultaneous_status
-from beamlet.dist.limits import Limits, LogLimiter, brief, brief_exception
+from beamlet.distribution import control as C
+from beamlet.distribution import epmd_client
+from beamlet.distribution.connection import CONNECTING, DOWN, UP, Connection, ConnectionDown
+from beamlet.distribution.epmd import EPMDError
+from beamlet.distribution.epmd_server import EPMDServer, ensure_epmd
+from beamlet.distribution.handshake import simultaneous_status
+from beamlet.distribution.limits import Limits, LogLimiter, brief, brief_exception
 from beamlet.terms import Atom, Pid, Ref
 
-logger = logging.getLogger("beamlet.dist")
+logger = logging.getLogger("beamlet.distribution")
 
 NOCONNECTION = Atom("noconnection")
 NOPROC = Atom("noproc")
@@ -789,18 +798,14 @@ class Node:
             raise InvalidMessage(f"{type(ctl).__name__} is not accepted")
 
     def _spawn_request(self, conn: Connection, ctl: Any, args: Any) -> None:
-        """SPAWN_REQUEST: only erpc's ``execute_call`` (how rpc:call and
-        erpc:call run a function here) is served, and it runs only functions
-        exposed with beamlet.rpc.expose. Anything else is refused (notsup)."""
-        from beamlet.dist import services
-
+        """SPAWN_REQUEST: only what :func:`allow_spawn` allowed is served --
+        erpc's ``execute_call`` (how rpc:call and erpc:call run a function
+        here), which runs only functions exposed with beamlet.rpc.expose.
+        Anything else is refused (notsup)."""
         mfa = ctl.mfa
         requester = ctl.from_pid
-        if not (
-            mfa == (Atom("erpc"), Atom("execute_call"), 4)
-            and isinstance(args, list)
-            and len(args) == 4
-        ):
+        body = _spawnable.get(mfa)
+        if body is None or not (isinstance(args, list) and len(args) == mfa[2]):
             self.log.log(
                 logger,
                 logging.WARNING,
@@ -813,7 +818,7 @@ class Node:
                 conn.send(C.SpawnReply(ctl.req_id, requester, 0, Atom("notsup")))
             return
         opts = ctl.opts if isinstance(ctl.opts, list) else []
-        pid = self.rt.spawn(services.erpc_execute, tuple(args), None)[0]
+        pid = self.rt.spawn(body, tuple(args), None)[0]
         flags = 0
         if Atom("link") in opts:
             with conn.track:
@@ -825,7 +830,7 @@ class Node:
                 conn.in_monitors[ctl.req_id] = (requester, pid)
             self.rt.deliver(pid, MonitorSig(requester, ctl.req_id))
             flags |= 2
-        self.rt.deliver(pid, services.GO)  # after the signals: it runs with them in place
+        self.rt.deliver(pid, SPAWN_GO)  # after the signals: it runs with them in place
         with contextlib.suppress(ConnectionDown):
             conn.send(C.SpawnReply(ctl.req_id, requester, flags, pid))
 
@@ -863,6 +868,34 @@ def _atom_text(value: Any) -> str:
     return str(value)
 
 
+# -- the services the layer above runs on a node -----------------------------------
+
+#: The modules that plug the node's services in: imported by :func:`start_node`.
+SERVICE_MODULES = ("beamlet.net_kernel", "beamlet.rpc")
+
+#: The first message a process spawned for a peer receives: it comes after the
+#: process's link and monitor to the requester are in place.
+SPAWN_GO = Atom("$spawn_go")
+
+_services: dict[str, tuple[Callable[[Node], None], Callable[[Node], None]]] = {}
+_spawnable: dict[tuple[Atom, Atom, int], Callable[..., Awaitable[None]]] = {}
+
+
+def add_services(name: str, start: Callable[[Node], None], stop: Callable[[Node], None]) -> None:
+    """Have every node started from now on call ``start(node)`` (in a process,
+    once the node is up) and ``stop(node)`` (before it stops). Adding ``name``
+    again replaces its pair."""
+    _services[name] = (start, stop)
+
+
+def allow_spawn(
+    module: str, function: str, arity: int, body: Callable[..., Awaitable[None]]
+) -> None:
+    """Let peers spawn ``module:function/arity`` here (a SPAWN_REQUEST): the
+    node spawns ``body(*args)``, which must first ``receive(SPAWN_GO)``."""
+    _spawnable[(Atom(module), Atom(function), arity)] = body
+
+
 # -- the node of the running runtime ----------------------------------------------
 
 _node: Node | None = None
@@ -873,7 +906,7 @@ def current_node() -> Node:
     node = _node
     if node is None or node.rt is not context.runtime:
         raise RuntimeError(
-            "this runtime is not a distributed node (start one with beamlet.dist.start_node)"
+            "this runtime is not a distributed node (start one with beamlet.distribution.start_node)"
         )
     return node
 
@@ -900,6 +933,8 @@ def start_node(
     docs/distribution.md, "Security"). Returns the :class:`Node`.
     """
     global _node
+    for module in SERVICE_MODULES:
+        importlib.import_module(module)  # they add their services
     rt = context.current_runtime()
     with _node_lock:
         if _node is not None and _node.rt is rt and _node.running:
@@ -917,9 +952,8 @@ def start_node(
         )
         node.start()
         _node = node
-    from beamlet.dist import services
-
-    services.start(node)
+    for start, _ in list(_services.values()):
+        start(node)
     return node
 
 
@@ -929,9 +963,8 @@ def stop_node() -> None:
     with _node_lock:
         node, _node = _node, None
     if node is not None:
-        from beamlet.dist import services
-
-        services.stop(node)
+        for _, stop in reversed(list(_services.values())):
+            stop(node)
         node.stop()
         rt = node.rt
         rt.reset_distribution()

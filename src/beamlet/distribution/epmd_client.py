@@ -1,6 +1,6 @@
 """Talking to EPMD over plain blocking sockets (with timeouts).
 
-The protocol itself is in :mod:`beamlet.dist.epmd`; this module only moves
+The protocol itself is in :mod:`beamlet.distribution.epmd`; this module only moves
 its bytes.  The EPMD port is ``ERL_EPMD_PORT`` from the environment when set
 (as for ``erl``), else 4369.
 """
@@ -12,8 +12,8 @@ import os
 import socket
 import threading
 
-from beamlet.dist import epmd
-from beamlet.dist.epmd import EPMDError, NodeInfo
+from beamlet.distribution import epmd
+from beamlet.distribution.epmd import EPMDError, NodeInfo
 
 __all__ = ["Registration", "default_port", "names", "port_please", "register"]
 

@@ -19,7 +19,7 @@ client can make it hold is bounded: ``max_connections`` connections with a
 request in progress (one more is closed at accept), ``max_registrations``
 registered nodes, ``request_timeout`` seconds for a connection to send its
 request and read the answer (a registration's connection has no timeout: it
-*is* the registration), at most :data:`~beamlet.dist.epmd.MAX_REQUEST` bytes
+*is* the registration), at most :data:`~beamlet.distribution.epmd.MAX_REQUEST` bytes
 per request.  Running out of file descriptors (EMFILE) pauses accepting with
 a back-off instead of spinning.  Only a client on a loopback address may
 register (as with epmd).
@@ -38,13 +38,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from beamlet.dist import epmd
-from beamlet.dist.epmd import EPMDError, NodeInfo
-from beamlet.dist.limits import Limits, LogLimiter, brief_exception
+from beamlet.distribution import epmd
+from beamlet.distribution.epmd import EPMDError, NodeInfo
+from beamlet.distribution.limits import Limits, LogLimiter, brief_exception
 
 __all__ = ["EPMDServer", "ensure_epmd"]
 
-logger = logging.getLogger("beamlet.dist.epmd")
+logger = logging.getLogger("beamlet.distribution.epmd")
 
 _DEFAULTS = Limits()
 #: Errors of accept() that mean "out of a resource for now": back off, retry.

@@ -1,22 +1,22 @@
 """One distribution connection as a sans-I/O object: handshake, then messages.
 
 :class:`DistSession` strings the layers together for the socket owner
-(``connection.py``): the version 6 handshake (:mod:`~beamlet.dist.handshake`),
-then 4-byte framing and ticks (:mod:`~beamlet.dist.framing`), then packets
-(:mod:`~beamlet.dist.control`) whose terms use the ETF codec
-(:mod:`~beamlet.dist.etf`) with the local node as context.
+(``connection.py``): the version 6 handshake (:mod:`~beamlet.distribution.handshake`),
+then 4-byte framing and ticks (:mod:`~beamlet.distribution.framing`), then packets
+(:mod:`~beamlet.distribution.control`) whose terms use the ETF codec
+(:mod:`~beamlet.distribution.etf`) with the local node as context.
 
 It never touches a socket or a clock: the caller passes the bytes it read
 and the current time (``time.monotonic()``), and writes the bytes it is
 given.  Events:
 
-* :class:`~beamlet.dist.handshake.Send` -- bytes to write;
-* :class:`~beamlet.dist.handshake.Complete` -- the connection is up;
+* :class:`~beamlet.distribution.handshake.Send` -- bytes to write;
+* :class:`~beamlet.distribution.handshake.Complete` -- the connection is up;
 * :class:`Message` -- a control message (and its payload) arrived;
 * :class:`BadMessage` -- a packet could not be decoded; if ``fatal`` the
   stream or the atom cache is out of step and the connection must close,
   otherwise only that message is lost (it is reported, the node stays up);
-* :class:`~beamlet.dist.handshake.Failed` -- the connection is over: the
+* :class:`~beamlet.distribution.handshake.Failed` -- the connection is over: the
   handshake failed, the peer fell silent (``net_tick_timeout``, see
   "net_ticktime" in the kernel docs: a tick is sent after ``tick_time / 4``
   of silence and the peer is given up after ``tick_time`` without data), or
@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
-from beamlet.dist.control import (
+from beamlet.distribution.control import (
     DEFAULT_MAX_MESSAGE,
     DEFAULT_MAX_SEQUENCES,
     NO_PAYLOAD,
@@ -42,15 +42,15 @@ from beamlet.dist.control import (
     DistEncoder,
     DistHeaderError,
 )
-from beamlet.dist.etf import (
+from beamlet.distribution.etf import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_ELEMENTS,
     DEFAULT_MAX_EQUAL_HASHES,
     ETFContext,
     ETFDecodeError,
 )
-from beamlet.dist.framing import DEFAULT_MAX_PACKET, TICK, FrameError, PacketReader, frame
-from beamlet.dist.handshake import Acceptor, Complete, Failed, Initiator, Send
+from beamlet.distribution.framing import DEFAULT_MAX_PACKET, TICK, FrameError, PacketReader, frame
+from beamlet.distribution.handshake import Acceptor, Complete, Failed, Initiator, Send
 
 __all__ = [
     "DEFAULT_SETUP_TIME",

@@ -5,7 +5,7 @@ overall format (version byte 131), compressed terms (tag 80) and every term
 tag a current Erlang node sends, plus the deprecated tags an old node or an old
 ``term_to_binary`` may still produce (decode only). ``ATOM_CACHE_REF`` (82) is
 decoded when the caller passes the atom table of a distribution header (see
-:mod:`beamlet.dist.control`).
+:mod:`beamlet.distribution.control`).
 
 Mapping between Erlang terms and Python values
 ----------------------------------------------

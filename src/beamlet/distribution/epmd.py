@@ -12,7 +12,7 @@ Implements erl_dist_protocol.md, "EPMD Protocol":
 Every request is preceded by a 2-byte length.  The ``parse_*`` functions take
 the bytes received so far and return ``None`` while more are needed, or raise
 :class:`EPMDError` for malformed data.  Sockets live in
-:mod:`beamlet.dist.epmd_client` and :mod:`beamlet.dist.epmd_server`.
+:mod:`beamlet.distribution.epmd_client` and :mod:`beamlet.distribution.epmd_server`.
 """
 
 from __future__ import annotations

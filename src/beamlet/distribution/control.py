@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final, TypeVar
 
-from beamlet.dist.etf import (
+from beamlet.distribution.etf import (
     DEFAULT_CONTEXT,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_ELEMENTS,
@@ -48,8 +48,8 @@ from beamlet.dist.etf import (
     encode_term,
     encode_term_into,
 )
-from beamlet.dist.handshake import DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
-from beamlet.dist.limits import brief
+from beamlet.distribution.handshake import DFLAG_DIST_HDR_ATOM_CACHE, DFLAG_FRAGMENTS
+from beamlet.distribution.limits import brief
 from beamlet.terms import Atom, Pid, Ref
 
 __all__ = [
@@ -608,7 +608,7 @@ class DistDecoder:
     than ``max_sequences`` fragmented messages in flight, is refused; so is a
     term nested deeper than ``max_depth``, with more than ``max_elements``
     list, tuple and map elements, or a map with more than ``max_equal_hashes``
-    keys of one hash value (see :func:`beamlet.dist.etf.decode_term`).
+    keys of one hash value (see :func:`beamlet.distribution.etf.decode_term`).
     """
 
     def __init__(
@@ -830,7 +830,7 @@ class DistEncoder:
     between pass-through packets and packets with a distribution header.
     With FRAGMENTS negotiated and ``fragment_size`` set, a message whose
     payload is larger is split into fragments.  Returns a list of packet
-    bodies: frame each with :func:`beamlet.dist.framing.frame`.
+    bodies: frame each with :func:`beamlet.distribution.framing.frame`.
     """
 
     def __init__(
