@@ -168,24 +168,32 @@ def send(dest: Any, msg: Any) -> Any:
             return msg
         pid = found
     if pid.node is None:
-        # signals.deliver for a local message, inlined: the hot path.
-        # (``with`` and C-level appends only: see signals.deliver.)
+        # signals.send_message, inlined: the hot path. A process that is not
+        # waiting takes the message without a lock (see send_message).
         proc = rt.table.get(pid.id)
         if proc is not None:
-            with proc.lock:
-                state = proc.state
-                if state == WAITING:
-                    proc.handoff = item
-                    proc.state = RUNNABLE
-                    rt.runq.append(proc)
-                elif state < EXITING:  # queue it
-                    inbox = proc.inbox
-                    if inbox is None:
-                        proc.inbox = [item]
-                    else:
-                        inbox.append(item)
-            if state == WAITING and (rt.idle or current_scheduler() is None):
-                rt.pushed()
+            inbox = proc.inbox
+            if inbox is not None and proc.state != WAITING:
+                inbox.append(item)
+                if proc.state == WAITING:
+                    signals.wake(rt, proc)
+            else:
+                with proc.lock:
+                    state = proc.state
+                    if state == WAITING:
+                        if inbox is not None and inbox:
+                            inbox.append(item)
+                        else:
+                            proc.handoff = item
+                        proc.state = RUNNABLE
+                        rt.runq.append(proc)
+                    elif state < EXITING:
+                        if proc.inbox is None:
+                            proc.inbox = [item]
+                        else:
+                            proc.inbox.append(item)
+                if state == WAITING and (rt.idle or current_scheduler() is None):
+                    rt.pushed()
         # A message to a dead process is dropped; a message never kills, so
         # there is no running process to stop (signals.exit_running).
         return msg

@@ -137,7 +137,7 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
     """The snapshot :func:`beamlet.process_info` returns (its docstring has the keys)."""
     with proc.lock:
         state = proc.state
-        inbox = list(proc.inbox) if proc.inbox is not None else []
+        inbox = proc.inbox[:] if proc.inbox else []
     if state >= DEAD:
         return None
     coro = proc.coro

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from beamlet._kernel import signals
 from beamlet._kernel.context import current_scheduler
-from beamlet._kernel.kill import make_killer
-from beamlet._kernel.parker import counter
+from beamlet._kernel.kill import NO_EXC, clear_async_exc, make_killer
+from beamlet._kernel.parker import GIL, counter
 from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
 from beamlet._kernel.pool import BlockingPool
 from beamlet._kernel.process import (
@@ -206,11 +206,16 @@ class Runtime(Scheduling):
         sched = current_scheduler()
         if sched is None or parent is None:
             return self._spawn(fn, args, parent, link, monitor, is_main)
-        # Masked: a kill must not leave a half-made process (kill.py).
-        result: tuple[Pid, Ref | None] = sched.masked(
-            self._spawn, fn, args, parent, link, monitor, is_main
-        )
-        return result
+        # Masked: a kill must not leave a half-made process (kill.py; as in
+        # traps.settle, inline: both are hot).
+        sched.masked_depth += 1
+        try:
+            if self.async_kills and (sched.kill_pending or not GIL):
+                with sched.kill_lock:
+                    clear_async_exc(sched.ident, NO_EXC)
+            return self._spawn(fn, args, parent, link, monitor, is_main)
+        finally:
+            sched.masked_depth -= 1
 
     def _spawn(
         self,
@@ -256,19 +261,6 @@ class Runtime(Scheduling):
 
     def processes(self) -> list[Process]:
         return list(self.table.values())
-
-    def drain(self, proc: Process) -> None:
-        """Apply the signals that arrived for ``proc`` (signals.drain), from its
-        own context, where a kill must not cut the rules in half."""
-        sched = current_scheduler()
-        if sched is None:
-            signals.drain(self, proc)
-        else:
-            sched.masked(signals.drain, self, proc)
-
-    def drain_now(self, proc: Process) -> None:
-        """signals.drain from the scheduler's context (no kill can land there)."""
-        signals.drain(self, proc)
 
     def forget(self, proc: Process, reason: Any) -> None:
         """signals.finish, last: the process leaves the table."""

@@ -57,12 +57,10 @@ from beamlet._kernel.process import (
     Process,
     ProcessExit,
 )
-from beamlet._kernel.signals import NORMAL
+from beamlet._kernel.signals import NORMAL, drain, wake
 from beamlet._kernel.sysmon import thread_cpu_clock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from beamlet._kernel.kill import Killer
     from beamlet._kernel.runtime import Runtime
     from beamlet._kernel.sysmon import Sysmon
@@ -195,7 +193,7 @@ class Scheduler:
             # Signals that came while it was queued (a kill sent before it first
             # ran) take effect before its code runs. Paired with the re-read of
             # the state in Runtime.deliver: one of the two sees the other.
-            if (proc.inbox is not None or proc.doom is not None) and self.doomed(proc):
+            if (proc.inbox or proc.doom is not None) and self.doomed(proc):
                 continue
             proc.reductions += 1
             try:
@@ -222,9 +220,13 @@ class Scheduler:
                     lock = proc.lock
                     lock.acquire()
                     timer = proc.timer
-                    if proc.inbox is None and (timer is None or timer.state == 0):
+                    if not proc.inbox and (timer is None or timer.state == 0):
                         proc.state = _WAITING
                         lock.release()
+                        if proc.inbox:
+                            # A sender appended without the lock as it parked
+                            # and may not have seen WAITING (signals.send_message).
+                            wake(rt, proc)
                     else:
                         proc.state = _RUNNABLE
                         lock.release()
@@ -256,12 +258,12 @@ class Scheduler:
     def doomed(self, proc: Process) -> bool:
         """Before resuming ``proc``: apply the signals it got while queued; if it
         must die of one, close it instead (it does not run). True if it died."""
-        if proc.inbox is not None:
+        if proc.inbox:
             # Masked: kernel code in the scheduler's context, not the process's
             # (a namedtuple's __new__ made by exec counts as process code).
             self.masked_depth += 1
             try:
-                self.rt.drain_now(proc)
+                drain(self.rt, proc)
             finally:
                 self.masked_depth -= 1
         if proc.doom is None:
@@ -271,19 +273,6 @@ class Scheduler:
         if self.kill_pending:
             self.settle_kill()
         return True
-
-    def masked(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run kernel code ``fn(*args)`` from the process's context where a
-        kill must not cut it in half (a half-made process, half-applied
-        signals): a kill aimed now waits until it returns (kill.py)."""
-        self.masked_depth += 1
-        try:
-            if self.rt.async_kills and (self.kill_pending or not GIL):
-                with self.kill_lock:
-                    clear_async_exc(self.ident, NO_EXC)
-            return fn(*args)
-        finally:
-            self.masked_depth -= 1
 
     def settle_kill(self) -> None:
         """Forget a kill aimed at the process this thread ran (kill.py)."""

@@ -204,7 +204,7 @@ def deliver(rt: Runtime, pid: Pid, item: Any, sender: Process | None = None) -> 
     """Append a message or signal to ``pid``'s inbox, waking it if it waits.
 
     To a remote pid it goes to the distribution; a dead process answers it
-    (:func:`answer_dead`). ``api.send`` inlines the local-message case.
+    (:func:`answer_dead`). A message takes :func:`send_message`'s lock-free path.
     """
     if pid.node is not None:
         rt.distribution.route(pid, item, sender)
@@ -213,32 +213,88 @@ def deliver(rt: Runtime, pid: Pid, item: Any, sender: Process | None = None) -> 
     if proc is None:
         answer_dead(rt, pid, item)
         return
-    # ``with`` and C-level appends only: a sender may itself be killed, and
-    # must never leave the lock held or a woken process off the run queue.
-    with proc.lock:
-        state = proc.state
-        if state == WAITING:
-            # A waiting process has an empty inbox: hand the signal over in a
-            # slot the process reads without a lock once it runs.
-            proc.handoff = item
-            proc.state = RUNNABLE
-            rt.runq.append(proc)
-        elif state < EXITING:
-            inbox = proc.inbox
-            if inbox is None:
-                proc.inbox = [item]
-            else:
-                inbox.append(item)
-    if state == WAITING:
-        if rt.idle or current_scheduler() is None:
-            rt.pushed()
-    elif state >= EXITING:
+    if type(item) not in SIGNALS:
+        send_message(rt, proc, item)
+        return
+    if put_locked(rt, proc, item) >= EXITING:
         answer_dead(rt, pid, item)
     elif type(item) is ExitSig and proc.state == RUNNING:
         # The state read again after the append: a process a scheduler starts
         # now either sees the signal before it runs (Scheduler.loop) or is seen
         # running here.
         exit_running(rt, proc, item)
+
+
+def send_message(rt: Runtime, proc: Process, item: Any) -> None:
+    """A message to a local process (``api.send`` inlines this: the hot path).
+
+    The inbox protocol. A process's ``inbox`` list, once made (under its lock),
+    stays until it dies; only its owner removes items (:func:`drain`: a copy,
+    then ``del inbox[:n]``, each one atomic), so a sender may append without
+    the lock. Waking is where care is needed: the scheduler parks a process
+    (WAITING) under the lock only if the inbox is empty, and *then* looks at
+    the inbox again; a sender appends, and *then* looks at the state. Each
+    side writes before it reads, so at least one sees the other (the GIL, or
+    on a free-threaded build the list's and lock's atomic instructions, order
+    them), and whoever sees a WAITING process with a message wakes it under
+    the lock (:func:`wake`), once. A message to a process that waits, or whose
+    inbox does not exist yet, takes the lock (:func:`put_locked`). Signals
+    always take the lock: their arrival at a dying process must be answered.
+    """
+    inbox = proc.inbox
+    if inbox is not None and proc.state != WAITING:
+        inbox.append(item)
+        if proc.state == WAITING:  # it parked as we appended: it may not have seen it
+            wake(rt, proc)
+    else:
+        put_locked(rt, proc, item)
+    # A message to a dead process is dropped; a message never kills, so there
+    # is no running process to stop (exit_running).
+
+
+def put_locked(rt: Runtime, proc: Process, item: Any) -> int:
+    """Append ``item`` to ``proc``'s inbox under its lock, waking it if it waits
+    (a message goes in the hand-off slot then, if nothing is ahead of it).
+    Returns the state it found: EXITING or DEAD means the item was not taken."""
+    # ``with`` and C-level appends only: a sender may itself be killed, and
+    # must never leave the lock held or a woken process off the run queue.
+    with proc.lock:
+        state = proc.state
+        if state < EXITING:
+            inbox = proc.inbox
+            if state == WAITING:
+                t = type(item)
+                if not inbox and (t is AliasMsg or t not in SIGNALS):
+                    # Hand a message over in a slot the process reads without
+                    # a lock once it runs (the run queue's push/pop orders the
+                    # two). Only a message or an AliasMsg goes there, so the
+                    # receive fast path needs one type check.
+                    proc.handoff = item
+                elif inbox is None:
+                    proc.inbox = [item]
+                else:
+                    inbox.append(item)  # behind what is there already
+                proc.state = RUNNABLE
+                rt.runq.append(proc)
+            elif inbox is None:
+                proc.inbox = [item]
+            else:
+                inbox.append(item)
+    if state == WAITING and (rt.idle or current_scheduler() is None):
+        rt.pushed()
+    return state
+
+
+def wake(rt: Runtime, proc: Process) -> None:
+    """Make a WAITING process runnable (if it still waits): a message reached
+    its inbox without the lock."""
+    with proc.lock:
+        woke = proc.state == WAITING
+        if woke:
+            proc.state = RUNNABLE
+            rt.runq.append(proc)
+    if woke and (rt.idle or current_scheduler() is None):
+        rt.pushed()
 
 
 def answer_dead(rt: Runtime, pid: Pid, item: Any, reason: Atom = NOPROC) -> None:
@@ -269,8 +325,7 @@ def exit_running(rt: Runtime, proc: Process, sig: ExitSig) -> None:
 def exit_pending(rt: Runtime, proc: Process) -> None:
     """sysmon: ``proc`` has run for a tick without draining its inbox; act on an
     exit signal in it that must stop it now."""
-    with proc.lock:
-        pending = [it for it in proc.inbox or () if type(it) is ExitSig]
+    pending = [it for it in (proc.inbox or ())[:] if type(it) is ExitSig]
     for sig in pending:
         if proc.doom is not None or proc.state != RUNNING:
             return
@@ -281,8 +336,7 @@ def linked_now(proc: Process, other: Any) -> bool:
     """Whether ``proc`` is linked to ``other`` once the signals it has not
     drained yet (a runaway drains nothing) are applied."""
     linked = proc.links is not None and other in proc.links
-    with proc.lock:
-        pending = list(proc.inbox or ())
+    pending = (proc.inbox or ())[:]
     for it in pending:
         t = type(it)
         if (t is LinkSig or t is UnlinkSig) and it.sender == other:
@@ -300,22 +354,20 @@ def drain(rt: Runtime, proc: Process) -> None:
     resumed). May set ``proc.doom``.
     """
     first = proc.handoff
-    if first is not NOTHING:
+    inbox = proc.inbox
+    if inbox:
+        # The owner is the only remover: a copy, then the same items go
+        # (appends made between the two stay, behind them).
+        items = inbox[:]
+        del inbox[: len(items)]
+        if first is not NOTHING:
+            proc.handoff = NOTHING
+            items.insert(0, first)
+    elif first is not NOTHING:
         proc.handoff = NOTHING
-        if proc.inbox is None:
-            items = [first]
-        else:
-            with proc.lock:
-                rest = proc.inbox or []
-                proc.inbox = None
-            items = [first, *rest]
+        items = [first]
     else:
-        with proc.lock:
-            taken = proc.inbox
-            proc.inbox = None
-        if taken is None:
-            return
-        items = taken
+        return
     q = proc.queue
     if SIGNALS.isdisjoint(map(type, items)):  # only messages (a C-level scan): the usual case
         if q is None:
@@ -397,12 +449,11 @@ def set_mark(proc: Process, ref: Ref) -> None:
     q = proc.queue
     proc.mark_ref = ref
     proc.mark_pos = len(q) if q is not None else 0
-    if proc.inbox is not None:
-        # Messages still in the inbox predate the ref too: a marker after them.
-        with proc.lock:
-            inbox = proc.inbox
-            if inbox is not None:
-                inbox.append(MarkSig(ref))
+    inbox = proc.inbox
+    if inbox:
+        # Messages still in the inbox predate the ref too: a marker after them
+        # (the owner appends to its own inbox: no lock needed, see send_message).
+        inbox.append(MarkSig(ref))
 
 
 def link(rt: Runtime, proc: Process, pid: Pid) -> None:
@@ -573,7 +624,10 @@ def finish(rt: Runtime, proc: Process, reason: Any) -> None:
         if proc.state >= EXITING:
             return  # already finished (a zombie declared dead by sysmon)
         proc.state = EXITING
-        pending = proc.inbox
+        # A sender that read the list before this may still append to it: the
+        # process is dead, what it appends is dropped (only messages go there
+        # without the lock; signals find EXITING under it and are answered).
+        pending = proc.inbox[:] if proc.inbox else None
         proc.inbox = None
         send_timers = proc.send_timers
         proc.send_timers = None

@@ -177,7 +177,7 @@ class Sysmon:
                     s.stuck_for += dt
                     if s.stuck_for >= self.slice and not s.handed_off:
                         stuck.append(s)
-                    if p.inbox is not None and p not in rt.killing:
+                    if p.inbox and p not in rt.killing:
                         # Running for a whole tick with signals it has not
                         # drained: an exit signal among them must stop it
                         # (a safety net; signals.deliver normally sees to it).

@@ -19,28 +19,38 @@ import collections
 import types
 from collections.abc import Callable, Generator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from beamlet._kernel import context
 from beamlet._kernel.context import current_scheduler
+from beamlet._kernel.kill import NO_EXC, clear_async_exc
 from beamlet._kernel.matching import matches, mentions
+from beamlet._kernel.parker import GIL
 from beamlet._kernel.pool import DONE
 from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Process
-from beamlet._kernel.signals import SIGNALS, AliasMsg, WakeSig
+from beamlet._kernel.signals import AliasMsg, WakeSig, drain
 from beamlet._kernel.timers import FIRED, PENDING, Timer
+
+if TYPE_CHECKING:
+    from beamlet._kernel.scheduler import Scheduler
 
 _WAIT = WAIT
 _YIELD = YIELD
 _DIE = DIE
 
 
-def settle(proc: Process) -> bool:
-    """The step after every resume: apply the signals that arrived (if any).
-    True if one of them dooms the process (the caller then yields ``DIE``)."""
-    if proc.inbox is not None or proc.handoff is not NOTHING:
-        rt = context.runtime
-        assert rt is not None
-        rt.drain(proc)
+def settle(sched: Scheduler, proc: Process) -> bool:
+    """The step after every resume, once signals are pending (the caller checks
+    ``proc.inbox or proc.handoff is not NOTHING``, cheaply, first): apply them
+    (signals.drain). True if one of them dooms the process (the caller then
+    yields ``DIE``). Masked: a kill must not cut the rules in half (kill.py)."""
+    sched.masked_depth += 1
+    try:
+        if sched.rt.async_kills and (sched.kill_pending or not GIL):
+            with sched.kill_lock:
+                clear_async_exc(sched.ident, NO_EXC)
+        drain(sched.rt, proc)
+    finally:
+        sched.masked_depth -= 1
     return proc.doom is not None
 
 
@@ -125,7 +135,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
         raise cannot_wait("receive", sched)
     proc: Process = sched.current
     q = proc.queue
-    if not patterns and q and proc.inbox is None and proc.handoff is NOTHING:
+    if not patterns and q and not proc.inbox and proc.handoff is NOTHING:
         # Fast path: take the oldest queued message (no signal is pending).
         m = q.popleft()
         if proc.mark_ref is not None and proc.mark_pos:
@@ -138,11 +148,11 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
         while True:
             h = proc.handoff
             if h is not NOTHING:
-                if type(h) not in SIGNALS and proc.inbox is None:
+                if type(h) is not AliasMsg and not proc.inbox:
                     proc.handoff = NOTHING
                     return h
                 break
-            if proc.inbox is not None or proc.queue is not None:
+            if proc.inbox or proc.queue is not None:
                 break  # (the scheduler drains an inbox before resuming: Scheduler.doomed)
             yield _WAIT
     rt = sched.rt
@@ -166,16 +176,14 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                 # queueing it (the reply of a call; sent to an alias: let in only
                 # while the alias is active).
                 m = h
-                t = type(h)
-                if t in SIGNALS:
-                    active = t is AliasMsg and proc.aliases and h.ref in proc.aliases
-                    m = h.msg if active else NOTHING
+                if type(h) is AliasMsg:
+                    m = h.msg if proc.aliases and h.ref in proc.aliases else NOTHING
                 if m is not NOTHING and (not patterns or _matches_any(patterns, m)):
                     proc.handoff = NOTHING
                     if mark is not None:
                         proc.mark_ref = None
                     return m
-            if settle(proc):
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
                 yield _DIE
             q = proc.queue
             if q is not None:
@@ -213,7 +221,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
     proc: Process = sched.current
     if seconds <= 0:
         yield _YIELD
-        if settle(proc):
+        if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
             yield _DIE
         return
     rt = sched.rt
@@ -221,7 +229,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
     try:
         while timer.state != FIRED:
             yield _WAIT
-            if settle(proc):
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
                 yield _DIE
     finally:
         proc.timer = None
@@ -255,7 +263,7 @@ def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int
     try:
         while job.state < DONE:
             yield _WAIT
-            if settle(proc):
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
                 yield _DIE
         return job.outcome()
     finally:
