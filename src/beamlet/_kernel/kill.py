@@ -396,7 +396,8 @@ class TraceKiller(Killer):
         frame = getattr(proc.coro, "cr_frame", None)
         if frame is not None:
             frame.f_trace = self._trace
-        return _api._PyEval_SetTrace(ts, self.trampoline, self._trace) == 0
+        status: int = _api._PyEval_SetTrace(ts, self.trampoline, self._trace)
+        return status == 0
 
     def _trace(self, frame: Any, event: str, arg: Any) -> Any:
         ident = threading.get_ident()

@@ -42,7 +42,8 @@ def matches(pattern: Any, msg: Any) -> bool:
             i += 1
         return True
     if tp is Ref:
-        return pattern == msg
+        same: bool = pattern == msg
+        return same
     if isinstance(pattern, type):
         return isinstance(msg, pattern)
     if isinstance(pattern, tuple):

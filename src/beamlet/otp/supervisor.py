@@ -441,12 +441,16 @@ async def which_children(sup: Any) -> list[tuple[Any, Pid | str | None, str]]:
     ``"restarting"`` while a failed restart waits to be tried again. Of a
     DynamicSupervisor, with id None (one shape for both, as OTP's: its dynamic
     children have no ids)."""
-    return await gen.call(sup, ("which_children",), timeout=None)
+    answer: list[tuple[Any, Pid | str | None, str]] = await gen.call(
+        sup, ("which_children",), timeout=None
+    )
+    return answer
 
 
 async def count_children(sup: Any) -> dict[str, int]:
     """{"specs", "active", "supervisors", "workers"}."""
-    return await gen.call(sup, ("count_children",), timeout=None)
+    answer: dict[str, int] = await gen.call(sup, ("count_children",), timeout=None)
+    return answer
 
 
 async def start_child(sup: Any, child: Any) -> Pid:
@@ -454,7 +458,8 @@ async def start_child(sup: Any, child: Any) -> Pid:
     result = await gen.call(sup, ("start_child", child), timeout=None)
     if result[0] != "ok":
         raise StartError(result[1])
-    return result[1]
+    pid: Pid = result[1]
+    return pid
 
 
 async def terminate_child(sup: Any, child_id: Any) -> None:
@@ -471,7 +476,8 @@ async def restart_child(sup: Any, child_id: Any) -> Pid:
     if result[0] != "ok":
         _raise_child_error(child_id, result[1])
         raise StartError(result[1])
-    return result[1]
+    pid: Pid = result[1]
+    return pid
 
 
 async def delete_child(sup: Any, child_id: Any) -> None:
@@ -529,7 +535,8 @@ class DynamicSupervisor(_Supervising):
         result = await gen.call(sup, ("start_child", child), timeout=None)
         if result[0] != "ok":
             raise StartError(result[1])
-        return result[1]
+        pid: Pid = result[1]
+        return pid
 
     @staticmethod
     async def terminate_child(sup: Any, pid: Pid) -> None:
@@ -542,11 +549,15 @@ class DynamicSupervisor(_Supervising):
     async def which_children(sup: Any) -> list[tuple[None, Pid | str | None, str]]:
         """[(None, pid, type)]: Supervisor's shape, with no ids (OTP's ``undefined``);
         ``"restarting"`` instead of the pid while a failed restart waits to be tried again."""
-        return await gen.call(sup, ("which_children",), timeout=None)
+        answer: list[tuple[None, Pid | str | None, str]] = await gen.call(
+            sup, ("which_children",), timeout=None
+        )
+        return answer
 
     @staticmethod
     async def count_children(sup: Any) -> dict[str, int]:
-        return await gen.call(sup, ("count_children",), timeout=None)
+        answer: dict[str, int] = await gen.call(sup, ("count_children",), timeout=None)
+        return answer
 
     async def handle_call(self, request: Any, from_: gen.From) -> Any:
         op = request[0]
