@@ -77,6 +77,7 @@ class Process:
         "result",
         "runtime",
         "send_timers",
+        "signals",
         "state",
         "timer",
         "trap_exit",
@@ -89,6 +90,7 @@ class Process:
         self.lock = stripe_lock(pid.id)
         self.state = RUNNABLE
         self.inbox: list[Any] | None = None
+        self.signals = 0  # signals in the inbox (not messages): drain's shortcut
         self.handoff: Any = NOTHING  # the signal that woke the process (see signals.deliver)
         self.queue: Any = None  # collections.deque of messages, allocated lazily
         self.links: set[Pid] | None = None

@@ -258,28 +258,27 @@ def put_locked(rt: Runtime, proc: Process, item: Any) -> int:
     Returns the state it found: EXITING or DEAD means the item was not taken."""
     # ``with`` and C-level appends only: a sender may itself be killed, and
     # must never leave the lock held or a woken process off the run queue.
+    signal = type(item) in SIGNALS
     with proc.lock:
         state = proc.state
         if state < EXITING:
             inbox = proc.inbox
-            if state == WAITING:
-                t = type(item)
-                if not inbox and (t is AliasMsg or t not in SIGNALS):
-                    # Hand a message over in a slot the process reads without
-                    # a lock once it runs (the run queue's push/pop orders the
-                    # two). Only a message or an AliasMsg goes there, so the
-                    # receive fast path needs one type check.
-                    proc.handoff = item
-                elif inbox is None:
+            if state == WAITING and not inbox and (not signal or type(item) is AliasMsg):
+                # Hand a message over in a slot the process reads without a
+                # lock once it runs (the run queue's push/pop orders the two).
+                # Only a message or an AliasMsg goes there, so the receive
+                # fast path needs one type check.
+                proc.handoff = item
+            else:
+                if signal:
+                    proc.signals += 1  # before the append: see drain
+                if inbox is None:
                     proc.inbox = [item]
                 else:
                     inbox.append(item)  # behind what is there already
+            if state == WAITING:
                 proc.state = RUNNABLE
                 rt.runq.append(proc)
-            elif inbox is None:
-                proc.inbox = [item]
-            else:
-                inbox.append(item)
     if state == WAITING and (rt.idle or current_scheduler() is None):
         rt.pushed()
     return state
@@ -369,7 +368,10 @@ def drain(rt: Runtime, proc: Process) -> None:
     else:
         return
     q = proc.queue
-    if SIGNALS.isdisjoint(map(type, items)):  # only messages (a C-level scan): the usual case
+    # Only messages, the usual case: no signal is counted in the inbox (a
+    # signal is counted, under the lock, before it is appended, so one in our
+    # copy is counted by now), and the hand-off slot holds a message.
+    if proc.signals == 0 and (first is NOTHING or type(first) is not AliasMsg):
         if q is None:
             proc.queue = collections.deque(items)
         else:
@@ -377,11 +379,15 @@ def drain(rt: Runtime, proc: Process) -> None:
         return
     if q is None:
         q = proc.queue = collections.deque()
+    counted = 0
     for it in items:
         t = type(it)
         if t not in SIGNALS:
             q.append(it)
-        elif t is AliasMsg:
+            continue
+        if it is not first:
+            counted += 1
+        if t is AliasMsg:
             # Checked here, in the owner's own order of events: once unalias()
             # has returned, nothing sent to the alias gets in (ALIAS-2).
             if proc.aliases is not None and it.ref in proc.aliases:
@@ -416,6 +422,9 @@ def drain(rt: Runtime, proc: Process) -> None:
             if proc.mark_ref is it.ref:
                 proc.mark_pos = len(q)
         # WakeSig: waking was all it had to do.
+    if counted:
+        with proc.lock:
+            proc.signals -= counted
     if not q:
         proc.queue = None
 
@@ -451,9 +460,10 @@ def set_mark(proc: Process, ref: Ref) -> None:
     proc.mark_pos = len(q) if q is not None else 0
     inbox = proc.inbox
     if inbox:
-        # Messages still in the inbox predate the ref too: a marker after them
-        # (the owner appends to its own inbox: no lock needed, see send_message).
-        inbox.append(MarkSig(ref))
+        # Messages still in the inbox predate the ref too: a marker after them.
+        with proc.lock:
+            proc.signals += 1
+            inbox.append(MarkSig(ref))
 
 
 def link(rt: Runtime, proc: Process, pid: Pid) -> None:
