@@ -283,12 +283,16 @@ async def stop(server: Any, reason: Any = "normal", timeout: float | None = None
 
 async def get_state(server: Any, timeout: float | None = 5.0) -> dict[str, Any]:
     """A copy of a server's state (its attributes), for debugging (sys:get_state)."""
-    return await gen.call(server, "get_state", timeout=timeout, system=True)
+    state: dict[str, Any] = await gen.call(server, "get_state", timeout=timeout, system=True)
+    return state
 
 
 async def replace_state(server: Any, fn: Any, timeout: float | None = 5.0) -> dict[str, Any]:
     """Replace a server's state with ``fn(state)`` (sys:replace_state); returns it."""
-    return await gen.call(server, ("replace_state", fn), timeout=timeout, system=True)
+    state: dict[str, Any] = await gen.call(
+        server, ("replace_state", fn), timeout=timeout, system=True
+    )
+    return state
 
 
 __all__ = [
