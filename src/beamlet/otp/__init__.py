@@ -2,12 +2,12 @@
 Task, Agent. Built only on the public ``beamlet`` API; guides in docs/otp/."""
 
 from beamlet.otp.agent import Agent
+from beamlet.otp.dynamic_supervisor import DynamicSupervisor
 from beamlet.otp.errors import CallError, CallTimeout, ChildRunning, ServerExit, StartError
 from beamlet.otp.gen import call, cast, reply
 from beamlet.otp.gen_server import GenServer, NoReply, Stop, get_state, replace_state, stop
 from beamlet.otp.supervisor import (
     ChildSpec,
-    DynamicSupervisor,
     Supervisor,
     count_children,
     delete_child,

@@ -14,7 +14,7 @@ from typing import Any
 
 import beamlet
 from beamlet import ANY, Atom, Down, Pid, Ref
-from beamlet.otp.supervisor import DynamicSupervisor
+from beamlet.otp.dynamic_supervisor import DynamicSupervisor
 
 _REPLY = Atom("task_reply")
 
