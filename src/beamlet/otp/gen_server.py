@@ -90,23 +90,47 @@ class GenServer:
     # -- callbacks -------------------------------------------------------
 
     async def init(self, *args: Any) -> Any:
+        """Called in the new server process with ``start``/``start_link``'s
+        arguments, before the caller's ``start_link`` returns (Erlang's
+        ``init/1``). Set the state as attributes of ``self``. Return normally
+        to start; return ``Stop(reason)`` or raise to refuse: ``start_link``
+        then raises ``StartError(reason)`` and the process ends."""
         return None
 
     async def handle_call(self, request: Any, from_: gen.From) -> Any:
+        """A ``call(server, request)`` (Erlang's ``handle_call/3``). The value
+        returned is the reply. Return ``NoReply`` to answer later with
+        ``reply(from_, value)`` (from this or another process);
+        ``Stop(reason, reply)`` to reply and stop. Raising crashes the server
+        (the caller gets ``ServerExit``). Default: raise, a call nobody expects."""
         raise NotImplementedError(f"{type(self).__qualname__} got an unexpected call: {request!r}")
 
     async def handle_cast(self, request: Any) -> Any:
+        """A ``cast(server, request)``: no reply (Erlang's ``handle_cast/2``).
+        Return ``Stop(reason)`` to stop; anything else is ignored."""
         raise NotImplementedError(f"{type(self).__qualname__} got an unexpected cast: {request!r}")
 
     async def handle_info(self, msg: Any) -> Any:
+        """Any other message: a ``Down`` of a monitor, an ``Exit`` while
+        trapping exits, a ``send_after`` timer, a plain ``send`` (Erlang's
+        ``handle_info/2``). Return ``Stop(reason)`` to stop. Default: log it
+        and carry on, as OTP does."""
         logger.warning(
             "%s %r received an unexpected message: %r", type(self).__qualname__, beamlet.self(), msg
         )
 
     async def terminate(self, reason: Any) -> None:
+        """Called when the server stops: a callback returned ``Stop``,
+        :func:`stop` was called, a callback raised, or -- only while it traps
+        exits -- its parent (supervisor) sent it an exit signal (Erlang's
+        ``terminate/2``). Clean up here; a server
+        killed outright (``"kill"``, or not trapping exits) does not run it."""
         return None
 
     async def code_change(self, old_vsn: Any, extra: Any) -> None:
+        """Called on a code upgrade to convert the state from ``old_vsn``
+        (Erlang's ``code_change/3``). Reserved: beamlet does not upgrade code
+        yet."""
         return None
 
     # -- starting --------------------------------------------------------
