@@ -81,12 +81,22 @@ def compile_erlang() -> Path | None:
 
 
 def run_one(
-    w: Workload, runtime: str, args: tuple[int, ...], erls: dict[str, str], beams: Path | None
+    w: Workload,
+    runtime: str,
+    args: tuple[int, ...],
+    erls: dict[str, str],
+    beams: Path | None,
+    tree: Path = ROOT,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     if runtime in PY_RUNTIMES:
         fn = w.functions.get(runtime, runtime)
         cmd = [sys.executable, "-m", "benchmarks.child", module_of(w), fn, json.dumps(list(args))]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+        # The beamlet under test is tree/src (another checkout: A/B runs);
+        # the workloads are always this checkout's.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree / "src"), str(ROOT)]))
+        if cpu:
+            env["BENCH_CPU_TIME"] = "1"
     else:
         erl = erls.get(runtime.removesuffix("+S1"))
         if erl is None or beams is None:
@@ -137,6 +147,14 @@ def fmt(v: Any) -> str:
     return f"{v:.3g}" if abs(v) >= 0.01 else f"{v:.2g}"
 
 
+def _runs_in(w: Workload, rt: str) -> bool:
+    rt = rt.partition("@")[0]
+    erlang_variant = (rt == "erlang28" and "erlang" in w.runtimes) or (
+        rt == "erlang+S1" and w.erlang_single
+    )
+    return rt in w.runtimes or erlang_variant
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--only", help="comma-separated workloads (default: all)")
@@ -145,7 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per pair; the median is reported")
     ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument(
+        "--tree",
+        action="append",
+        help="measure the beamlet of this checkout (its src/); give it twice or more to "
+        "compare checkouts side by side, alternating runs (default: this checkout)",
+    )
+    ap.add_argument(
+        "--cpu",
+        action="store_true",
+        help="Python runtimes report process CPU time instead of wall-clock time: stable "
+        "on a loaded machine, but not comparable with Erlang's figures",
+    )
     opts = ap.parse_args(argv)
+    trees = [Path(t).resolve() for t in opts.tree] if opts.tree else [ROOT]
+    for t in trees:
+        if not (t / "src" / "beamlet").is_dir():
+            ap.error(f"--tree {t}: no src/beamlet there")
 
     selected = [
         w
@@ -163,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     runtimes = list(ALL_RUNTIMES)
     if wanted:
         runtimes = [r for r in runtimes if r in wanted]
+    if len(trees) > 1:
+        # One column per checkout: "beamlet@<dir name>".
+        runtimes = [f"beamlet@{t.name}" for t in trees] + [r for r in runtimes if r != "beamlet"]
 
     print(
         f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
@@ -170,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, erl in erls.items():
         print(f"{name}: OTP {otp_release(erl)} ({erl}), default schedulers (one per core)")
     print(f"sizes: {'quick' if opts.quick else 'full'}; repeat {opts.repeat} (median)")
+    if opts.cpu:
+        print("time: process CPU time for the Python runtimes (--cpu)")
     print()
 
     results: list[dict[str, Any]] = []
@@ -181,13 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             "args": list(args),
             "runtimes": {},
         }
-        for rt in runtimes:
-            erlang_variant = (rt == "erlang28" and "erlang" in w.runtimes) or (
-                rt == "erlang+S1" and w.erlang_single
-            )
-            if rt not in w.runtimes and not erlang_variant:
-                continue
-            runs = [run_one(w, rt, args, erls, beams) for _ in range(opts.repeat)]
+        columns = [rt for rt in runtimes if _runs_in(w, rt)]
+        runs_of: dict[str, list[dict[str, Any]]] = {rt: [] for rt in columns}
+        for _ in range(opts.repeat):  # alternating: the machine's drift hits all columns
+            for rt in columns:
+                base, _, tree_name = rt.partition("@")
+                tree = next((t for t in trees if t.name == tree_name), ROOT)
+                runs_of[rt].append(run_one(w, base, args, erls, beams, tree, opts.cpu))
+        for rt in columns:
+            runs = runs_of[rt]
             ok = [r for r in runs if "metrics" in r]
             if not ok:
                 row["runtimes"][rt] = {"error": runs[0].get("error")}
@@ -217,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_row(w: Workload, row: dict[str, Any], runtimes: list[str]) -> None:
     cols = [rt for rt in runtimes if rt in row["runtimes"]]
+    # Ratios are against the first beamlet column (with --tree: the first tree).
+    base = next((rt for rt in cols if rt.startswith("beamlet")), None)
+    width = {rt: max(12, len(rt) + 2) for rt in cols}
     print(f"== {w.name}: {w.title} (args {row['args']})")
     header = (
         f"   {'metric':<18}"
-        + "".join(f"{rt:>12}" for rt in cols)
-        + f"{'target':>9}  ratios vs beamlet"
+        + "".join(f"{rt:>{width[rt]}}" for rt in cols)
+        + f"{'target':>11}  ratios vs {base or 'beamlet'}"
     )
     print(header)
     for m in w.metrics:
@@ -231,13 +275,13 @@ def print_row(w: Workload, row: dict[str, Any], runtimes: list[str]) -> None:
             r = row["runtimes"][rt]
             v = r.get("metrics", {}).get(m.name) if "metrics" in r else None
             vals[rt] = v
-            line += f"{(fmt(v) if 'metrics' in r else 'n/a'):>12}"
-        line += f"{fmt(m.target) if m.target is not None else '':>9}  "
-        b = vals.get("beamlet")
+            line += f"{(fmt(v) if 'metrics' in r else 'n/a'):>{width[rt]}}"
+        line += f"{fmt(m.target) if m.target is not None else '':>11}  "
+        b = vals.get(base) if base is not None else None
         ratios = []
         for rt in cols:
             v = vals.get(rt)
-            if rt == "beamlet" or b in (None, 0) or v is None:
+            if rt == base or b in (None, 0) or v is None:
                 continue
             if v == float("inf"):
                 ratios.append(f"{rt} starved")

@@ -64,7 +64,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "fan-in 1000 senders x 1000 messages → 1",
         (1000, 1000),
         (100, 100),
-        (Metric("msgs_per_s", "msg/s", HIGHER),),
+        (Metric("msgs_per_s", "msg/s", HIGHER, target=3_000_000),),
     ),
     Workload(
         "selective",
@@ -201,7 +201,7 @@ WORKLOADS += (
         "GenServer call round trip, one scheduler",
         (100_000,),
         (5_000,),
-        (Metric("us_per_call", "µs", target=4.0),),
+        (Metric("us_per_call", "µs", target=5.0),),
         runtimes=("beamlet", "pykka", "erlang"),
         group="otp",
     ),

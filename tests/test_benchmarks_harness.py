@@ -29,3 +29,25 @@ def test_the_harness_prints_a_table_and_writes_json(tmp_path, runtime):
     assert value > 0
     if runtime == "asyncio":
         assert rows["kill_0"]["runtimes"] == {}  # not an asyncio workload
+
+
+def test_two_trees_are_measured_side_by_side_in_cpu_time(tmp_path):
+    """--tree twice: one column per checkout (an A/B of two beamlets in one run);
+    --cpu: CPU time, said in the header."""
+    out = tmp_path / "r.json"
+    other = tmp_path / "other"
+    (other / "src").mkdir(parents=True)
+    (other / "src" / "beamlet").symlink_to(ROOT / "src" / "beamlet")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "pingpong",
+         "--runtimes", "beamlet", "--cpu", "--tree", str(ROOT), "--tree", str(other),
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "process CPU time" in proc.stdout
+    data = json.loads(out.read_text())
+    columns = data["results"][0]["runtimes"]
+    assert set(columns) == {f"beamlet@{ROOT.name}", "beamlet@other"}
+    assert all(c["metrics"]["us_per_roundtrip"] > 0 for c in columns.values())
