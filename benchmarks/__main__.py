@@ -88,15 +88,19 @@ def run_one(
     beams: Path | None,
     tree: Path = ROOT,
     cpu: bool = False,
+    python: str = sys.executable,
+    schedulers: int | None = None,
 ) -> dict[str, Any]:
     if runtime in PY_RUNTIMES:
         fn = w.functions.get(runtime, runtime)
-        cmd = [sys.executable, "-m", "benchmarks.child", module_of(w), fn, json.dumps(list(args))]
+        cmd = [python, "-m", "benchmarks.child", module_of(w), fn, json.dumps(list(args))]
         # The beamlet under test is tree/src (another checkout: A/B runs);
         # the workloads are always this checkout's.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree / "src"), str(ROOT)]))
         if cpu:
             env["BENCH_CPU_TIME"] = "1"
+        if schedulers is not None:
+            env["BENCH_SCHEDULERS"] = str(schedulers)
     else:
         erl = erls.get(runtime.removesuffix("+S1"))
         if erl is None or beams is None:
@@ -147,8 +151,20 @@ def fmt(v: Any) -> str:
     return f"{v:.3g}" if abs(v) >= 0.01 else f"{v:.2g}"
 
 
+def _python_version(python: str) -> str:
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print(sys.version.split()[0], "
+             "'free-threaded' if not getattr(sys, '_is_gil_enabled', lambda: True)() else 'GIL')"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"not runnable: {e}"
+    return out.stdout.strip() or out.stderr.strip()[-100:]
+
+
 def _runs_in(w: Workload, rt: str) -> bool:
-    rt = rt.partition("@")[0]
+    rt = rt.partition("/S")[0].partition("@")[0]
     erlang_variant = (rt == "erlang28" and "erlang" in w.runtimes) or (
         rt == "erlang+S1" and w.erlang_single
     )
@@ -158,7 +174,7 @@ def _runs_in(w: Workload, rt: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--only", help="comma-separated workloads (default: all)")
-    ap.add_argument("--group", help="kernel or preemption")
+    ap.add_argument("--group", help="kernel, preemption, otp or parallel")
     ap.add_argument("--runtimes", help="comma-separated: " + ",".join(ALL_RUNTIMES))
     ap.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per pair; the median is reported")
@@ -175,7 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         help="Python runtimes report process CPU time instead of wall-clock time: stable "
         "on a loaded machine, but not comparable with Erlang's figures",
     )
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter for the Python runtimes (e.g. a free-threaded build)",
+    )
+    ap.add_argument(
+        "--schedulers",
+        help="comma-separated scheduler counts for beamlet (e.g. 1,2): one column each",
+    )
     opts = ap.parse_args(argv)
+    sched_counts = [int(n) for n in opts.schedulers.split(",")] if opts.schedulers else [None]
     trees = [Path(t).resolve() for t in opts.tree] if opts.tree else [ROOT]
     for t in trees:
         if not (t / "src" / "beamlet").is_dir():
@@ -197,13 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     runtimes = list(ALL_RUNTIMES)
     if wanted:
         runtimes = [r for r in runtimes if r in wanted]
-    if len(trees) > 1:
-        # One column per checkout: "beamlet@<dir name>".
-        runtimes = [f"beamlet@{t.name}" for t in trees] + [r for r in runtimes if r != "beamlet"]
+    if "beamlet" in runtimes and (len(trees) > 1 or opts.schedulers):
+        # One column per checkout ("beamlet@<dir name>") and scheduler count ("/S<n>").
+        cols = [
+            "beamlet"
+            + (f"@{t.name}" if len(trees) > 1 else "")
+            + (f"/S{n}" if n is not None else "")
+            for t in trees
+            for n in sched_counts
+        ]
+        runtimes = cols + [r for r in runtimes if r != "beamlet"]
 
     print(
         f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
     )
+    if opts.python != sys.executable:
+        print(f"Python runtimes run on: {opts.python} ({_python_version(opts.python)})")
     for name, erl in erls.items():
         print(f"{name}: OTP {otp_release(erl)} ({erl}), default schedulers (one per core)")
     print(f"sizes: {'quick' if opts.quick else 'full'}; repeat {opts.repeat} (median)")
@@ -224,9 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         runs_of: dict[str, list[dict[str, Any]]] = {rt: [] for rt in columns}
         for _ in range(opts.repeat):  # alternating: the machine's drift hits all columns
             for rt in columns:
-                base, _, tree_name = rt.partition("@")
-                tree = next((t for t in trees if t.name == tree_name), ROOT)
-                runs_of[rt].append(run_one(w, base, args, erls, beams, tree, opts.cpu))
+                name, _, n = rt.partition("/S")
+                base, _, tree_name = name.partition("@")
+                tree = next((t for t in trees if t.name == tree_name), trees[0])
+                runs_of[rt].append(
+                    run_one(
+                        w, base, args, erls, beams, tree, opts.cpu, opts.python,
+                        int(n) if n else None,
+                    )
+                )  # fmt: skip
         for rt in columns:
             runs = runs_of[rt]
             ok = [r for r in runs if "metrics" in r]

@@ -14,8 +14,23 @@ if os.environ.get("BENCH_CPU_TIME"):
     time.perf_counter = time.process_time
 
 
+def _with_schedulers(n: int) -> None:
+    """--schedulers: beamlet.run gets ``schedulers=n`` unless the workload says."""
+    import beamlet
+
+    run = beamlet.run
+
+    def run_with(main: object, *args: object, **kw: object) -> object:
+        kw.setdefault("schedulers", n)
+        return run(main, *args, **kw)  # type: ignore[arg-type]
+
+    beamlet.run = run_with  # type: ignore[assignment]
+
+
 def main() -> None:
     workload, runtime, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    if os.environ.get("BENCH_SCHEDULERS"):
+        _with_schedulers(int(os.environ["BENCH_SCHEDULERS"]))
     module = importlib.import_module(f"benchmarks.workloads.{workload}")
     fn = getattr(module, runtime)
     metrics = fn(*args)

@@ -218,10 +218,36 @@ WORKLOADS += (
 )
 
 
+WORKLOADS += (
+    Workload(
+        "cpu_bound",
+        "1,000 processes each summing range(20,000), at once",
+        (1_000, 20_000),
+        (100, 2_000),
+        (Metric("seconds", "s"),),
+        runtimes=("beamlet",),
+        functions={"beamlet": "beamlet_cpu"},
+        group="parallel",
+    ),
+    Workload(
+        "pairs",
+        "1,000 ping-pong pairs x 200 round trips, at once",
+        (1_000, 200),
+        (100, 20),
+        (Metric("roundtrips_per_s", "round trips/s", HIGHER),),
+        runtimes=("beamlet",),
+        functions={"beamlet": "beamlet_pairs"},
+        group="parallel",
+    ),
+)
+
+
 def module_of(w: Workload) -> str:
     """The module implementing a workload (lateness_16 -> lateness)."""
     if w.name in ("gen_call", "restarts"):
         return "otp"
+    if w.name in ("cpu_bound", "pairs"):
+        return "parallel"
     for base in ("lateness", "kill", "ring"):
         if w.name.startswith(base):
             return base

@@ -51,3 +51,19 @@ def test_two_trees_are_measured_side_by_side_in_cpu_time(tmp_path):
     columns = data["results"][0]["runtimes"]
     assert set(columns) == {f"beamlet@{ROOT.name}", "beamlet@other"}
     assert all(c["metrics"]["us_per_roundtrip"] > 0 for c in columns.values())
+
+
+def test_scheduler_counts_are_columns(tmp_path):
+    """--schedulers 1,2: beamlet runs once per count (the parallel workloads)."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "pairs,cpu_bound",
+         "--runtimes", "beamlet", "--schedulers", "1,2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["workload"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows["pairs"]["runtimes"]) == {"beamlet/S1", "beamlet/S2"}
+    assert rows["pairs"]["runtimes"]["beamlet/S2"]["metrics"]["roundtrips_per_s"] > 0
+    assert rows["cpu_bound"]["runtimes"]["beamlet/S1"]["metrics"]["seconds"] > 0
