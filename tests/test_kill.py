@@ -307,3 +307,90 @@ def test_the_down_of_a_killed_runaway_reaches_a_watcher_while_every_scheduler_id
         return reasons
 
     assert run(main, schedulers=1) == ["killed"] * 10
+
+
+class _SpyLock:
+    """A lock that sets ``waiting`` when a thread has to wait for it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        self.lock = threading.Lock()
+        self.waiting = waiting
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            self.waiting.set()
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_a_kill_aimed_while_the_killer_goes_idle_keeps_its_events(monkeypatch):
+    """The kill events of a code and the killer's record of them change together:
+    aimed while idle() switched the events off, a kill once left its code
+    recorded as watched with no events, and every later aim trusted the record
+    (free-threaded 3.13: killed processes ran on for good, as zombies)."""
+    from types import SimpleNamespace
+
+    from beamlet._kernel import kill
+
+    monitoring = sys.monitoring
+    killer = kill.MonitoringKiller(lambda: None)
+    if not killer.available:
+        pytest.skip("no free sys.monitoring tool id")
+    # Set when the aiming thread is done or waits for the killer's lock.
+    progress = threading.Event()
+    killer.lock = _SpyLock(progress)
+
+    async def victim_code():
+        while True:
+            pass
+
+    coro = victim_code()
+    code = coro.cr_code
+    proc = SimpleNamespace(coro=coro, doom="killed")
+    sched = SimpleNamespace(ident=12345)
+    aimed = []
+
+    def aim():
+        aimed.append(killer.aim(sched, proc))
+        progress.set()
+
+    def set_local_events(tool, c, events):
+        if events == 0 and c is code:
+            # idle() is switching the events off: a kill is aimed right now,
+            # from another thread; go on once it is done or waits for idle().
+            t = threading.Thread(target=aim)
+            t.start()
+            threads.append(t)
+            assert progress.wait(30), "the aiming thread did not get anywhere"
+        monitoring.set_local_events(tool, c, events)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(
+        kill,
+        "_monitoring",
+        SimpleNamespace(
+            events=monitoring.events,
+            set_local_events=set_local_events,
+            register_callback=monitoring.register_callback,
+            free_tool_id=monitoring.free_tool_id,
+        ),
+    )
+    try:
+        killer._watch([code])
+        killer.idle()
+        for t in threads:
+            t.join(30)
+        assert aimed == [True]
+        assert threads, "idle() did not switch the events off"
+        assert killer.armed.get(sched.ident) is proc
+        assert code in killer.codes
+        assert monitoring.get_local_events(killer.tool, code) == (
+            monitoring.events.LINE | monitoring.events.JUMP
+        )
+    finally:
+        killer.stop()
+        coro.close()

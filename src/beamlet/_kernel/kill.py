@@ -472,11 +472,11 @@ class MonitoringKiller(Killer):
         self.armed.pop(s.ident, None)
 
     def aim(self, s: Scheduler, proc: Process) -> bool:
-        self.armed[s.ident] = proc
-        coro = proc.coro
-        code = getattr(coro, "cr_code", None)
-        if code is not None:
-            self._watch([code])
+        code = getattr(proc.coro, "cr_code", None)
+        with self.lock:  # armed and watched together: idle() sees both or neither
+            self.armed[s.ident] = proc
+            if code is not None:
+                self._watch_locked([code])
         return True
 
     def fire(self, code: CodeType | None = None) -> None:
@@ -515,30 +515,38 @@ class MonitoringKiller(Killer):
             self._watch(new)
 
     def _watch(self, codes: list[CodeType]) -> None:
+        with self.lock:
+            self._watch_locked(codes)
+
+    def _watch_locked(self, codes: list[CodeType]) -> None:
+        # ``codes`` and the events change together under ``lock``: an idle()
+        # that switched the events off for a code added meanwhile would leave
+        # it in ``codes`` with no events, and no later _watch would switch them
+        # on again (seen on free-threaded 3.13: killed processes ran on for good).
         tool = self.tool
         if tool is None:
             return
         events = _monitoring.events.LINE | _monitoring.events.JUMP
-        with self.lock:
-            new = [c for c in codes if c not in self.codes and is_process_code(c)]
-            self.codes.update(new)
-        for code in new:
-            _monitoring.set_local_events(tool, code, events)
+        for code in codes:
+            if code not in self.codes and is_process_code(code):
+                self.codes.add(code)
+                _monitoring.set_local_events(tool, code, events)
 
     def idle(self) -> None:
         with self.lock:
             if not self.codes:
                 return
             codes, self.codes = self.codes, set()
-        self.armed.clear()
-        if self.tool is not None:
-            for code in codes:
-                _monitoring.set_local_events(self.tool, code, 0)
+            self.armed.clear()
+            if self.tool is not None:
+                for code in codes:
+                    _monitoring.set_local_events(self.tool, code, 0)
 
     def stop(self) -> None:
         super().stop()
         self.idle()
-        tool, self.tool = self.tool, None
+        with self.lock:
+            tool, self.tool = self.tool, None
         if tool is not None:
             _monitoring.register_callback(tool, _monitoring.events.LINE, None)
             _monitoring.register_callback(tool, _monitoring.events.JUMP, None)
