@@ -414,14 +414,19 @@ class Scheduler:
         # A push by a non-scheduler thread appends, then takes idle_lock to look
         # for an idle scheduler: either it saw us above, or we see its push here.
         if rt.runq:
+            poke = False
             with rt.idle_lock:
-                if self in rt.idle:
+                left = self in rt.idle
+                if left:
                     rt.idle.remove(self)
-                    return False
+                    poke = rt.sysmon.leaving_idle()
+            if left:
+                if poke:
+                    rt.sysmon.poke()
+                return False
             # Someone already popped us from idle and unparked us: consume it.
         self.current = None
-        self.parker.park()
-        rt.sysmon.poke()
+        self.parker.park()  # whoever takes us off the idle list pokes sysmon if need be
         return False
 
 
@@ -695,9 +700,13 @@ class Runtime:
 
     def wake_idle(self) -> None:
         with self.idle_lock:
-            s = self.idle.pop() if self.idle else None
-        if s is not None:
-            s.parker.unpark()
+            if not self.idle:
+                return
+            s = self.idle.pop()
+            poke = self.sysmon.leaving_idle()
+        s.parker.unpark()
+        if poke:
+            self.sysmon.poke()
 
     # ------------------------------------------------------------------ killing
 
