@@ -394,3 +394,48 @@ def test_a_kill_aimed_while_the_killer_goes_idle_keeps_its_events(monkeypatch):
     finally:
         killer.stop()
         coro.close()
+
+
+def _spin_forever():
+    """A plain function that never returns: a runaway's own code, deeper
+    than its coroutine (sysmon finds it on the runaway's stack)."""
+    x = 0
+    while True:
+        x += 1
+
+
+def test_a_kill_stops_a_loop_in_a_plain_function_without_reading_a_running_threads_frames(
+    monkeypatch,
+):
+    """The kill must reach the loop in the function the process called, and
+    its code must stop (its finally runs). On a free-threaded build, reading
+    the frames of a thread that runs (sys._current_frames) is a use-after-free
+    that crashed the interpreter in sysmon: it must not happen there."""
+    from beamlet._kernel.parker import GIL
+
+    if not GIL:
+
+        def no_frames():
+            raise AssertionError("sys._current_frames() on a free-threaded build")
+
+        monkeypatch.setattr(sys, "_current_frames", no_frames)
+
+    async def runaway_in_a_function(parent):
+        try:
+            send(parent, ("running", beamlet.self()))
+            _spin_forever()
+        finally:
+            send(parent, ("unwound", beamlet.self()))
+
+    async def main():
+        me = beamlet.self()
+        reasons = []
+        for _ in range(5):
+            pid, ref = spawn_monitor(runaway_in_a_function, me)
+            await receive(("running", pid), timeout=30)
+            exit(pid, "kill")
+            await receive(("unwound", pid), timeout=30)
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    assert run(main) == ["killed"] * 5

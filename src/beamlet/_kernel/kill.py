@@ -56,6 +56,7 @@ import weakref
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
+from beamlet._kernel.parker import GIL
 from beamlet._kernel.process import ProcessExit
 
 if TYPE_CHECKING:
@@ -440,12 +441,24 @@ _monitoring: Any = getattr(sys, "monitoring", None)
 
 
 class MonitoringKiller(Killer):
-    """Kills land at LINE / JUMP events of process code, raised by the victim's thread."""
+    """Kills land at LINE / JUMP events of process code, raised by the victim's thread.
+
+    The code watched: the victim's coroutine's at once (:meth:`aim`); while it
+    runs on, the process code on its thread's stack (:meth:`refresh`), read from
+    ``sys._current_frames()``. Not on a free-threaded build: there, reading a
+    frame of a thread that runs is a use-after-free (CPython gh-118680; sysmon
+    crashed the interpreter that way), and each ``sys._current_frames()`` stops
+    the world, which with hundreds of runaway threads took up to 0.6 s. There
+    refresh switches JUMP events on for all code instead (every loop jumps),
+    until no kill is under way; a jump location in code a kill must not land
+    in disables itself (``sys.monitoring.DISABLE``): library code pays once.
+    """
 
     def __init__(self, current_scheduler: Any) -> None:
         self.current_scheduler = current_scheduler
         self.armed: dict[int, Process] = {}  # thread ident -> the process to kill there
         self.codes: set[CodeType] = set()  # code objects with events on
+        self.everywhere = False  # JUMP events on for all code (free-threaded refresh)
         self.lock = threading.Lock()
         self.tool: int | None = None
         if _monitoring is None:
@@ -497,11 +510,22 @@ class MonitoringKiller(Killer):
         if self.armed:
             self.fire(code)
 
-    def _on_jump(self, code: CodeType, src: int, dst: int) -> None:
+    def _on_jump(self, code: CodeType, src: int, dst: int) -> Any:
+        if code_kind(code) != PROCESS:
+            # Only events on for all code (free-threaded refresh) come from
+            # such code: never a kill there, and never again from here.
+            return _monitoring.DISABLE
         if self.armed:
             self.fire(code)
+        return None
 
     def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
+        if not GIL:
+            with self.lock:
+                if not self.everywhere and self.tool is not None:
+                    self.everywhere = True
+                    _monitoring.set_events(self.tool, _monitoring.events.JUMP)
+            return
         frames = sys._current_frames()
         new = []
         for s, _proc in victims:
@@ -534,13 +558,16 @@ class MonitoringKiller(Killer):
 
     def idle(self) -> None:
         with self.lock:
-            if not self.codes:
+            if not self.codes and not self.everywhere:
                 return
             codes, self.codes = self.codes, set()
             self.armed.clear()
             if self.tool is not None:
                 for code in codes:
                     _monitoring.set_local_events(self.tool, code, 0)
+                if self.everywhere:
+                    _monitoring.set_events(self.tool, 0)
+            self.everywhere = False
 
     def stop(self) -> None:
         super().stop()
@@ -567,8 +594,12 @@ def make_killer(current_scheduler: Any) -> Killer:
     """The best way to deliver kills on this interpreter (see the module docstring).
 
     ``BEAMLET_ASYNC_EXC_KILLS=1`` in the environment forces the fallback (tests).
+    Not on a free-threaded build: the fallback samples the frames of the
+    victim's thread as it runs, which is unsafe there (MonitoringKiller); with
+    no free monitoring tool a kill cannot reach running code there at all, and
+    a killed runaway is declared dead after ZOMBIE_AFTER (sysmon.py).
     """
-    if os.environ.get("BEAMLET_ASYNC_EXC_KILLS"):
+    if os.environ.get("BEAMLET_ASYNC_EXC_KILLS") and GIL:
         return AsyncExcKiller()
     if _monitoring is not None:
         killer = MonitoringKiller(current_scheduler)
@@ -576,4 +607,4 @@ def make_killer(current_scheduler: Any) -> Killer:
             return killer
     if _TRAMPOLINE is not None:
         return TraceKiller(_TRAMPOLINE, current_scheduler)
-    return AsyncExcKiller()
+    return AsyncExcKiller() if GIL else Killer()
