@@ -759,7 +759,10 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
     * ``initial_call``: (module, qualified name, number of positional parameters).
     * ``current_stacktrace``: a list of ``traceback.FrameSummary``, outermost
       first: where it waits, or, while it runs, the frames its thread is
-      executing at the moment of the call.
+      executing at the moment of the call. On a free-threaded build, where
+      another thread's running frames cannot be read safely, a process that
+      is not waiting shows its coroutine's function only (and ``memory``
+      leaves out its frames).
     """
     if type(pid) is not Pid:
         raise BadArg(f"process_info needs a pid, got {pid!r}")
@@ -771,17 +774,13 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
         inbox = list(proc.inbox) if proc.inbox is not None else []
     if state >= P.DEAD:
         return None
-    coro = proc.coro
     q = proc.queue
     queued = _snapshot(lambda: len(q)) if q is not None else 0
     pending = sum(1 for it in inbox if type(it) is not Sig)
     links = _snapshot(lambda: sorted(proc.links or ()))
     monitors = _snapshot(lambda: list((proc.monitors or {}).values()))
     monitored_by = _snapshot(lambda: list((proc.monitored_by or {}).values()))
-    if state == P.RUNNING:
-        stack = R.running_stack(current_runtime(), proc)
-    else:
-        stack = R.format_stack(coro) if coro is not None else []
+    stack = R.process_stack(current_runtime(), proc, state)
     return {
         "status": P.STATUS_NAMES[state],
         "message_queue_len": queued + pending,
@@ -800,19 +799,26 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
 
 def _memory(proc: Process) -> int:
     size = sys.getsizeof(proc) + sys.getsizeof(proc.pid)
-    obj = proc.coro
-    while obj is not None:
-        size += sys.getsizeof(obj)
-        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
-        if frame is not None:
-            size += sys.getsizeof(frame)
-        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    size += R.look_at_coroutine(
+        proc, _coroutine_size, lambda c: 0 if c is None else sys.getsizeof(c)
+    )
     for c in (proc.queue, proc.inbox, proc.links, proc.monitors, proc.monitored_by):
         if c is not None:
             size += sys.getsizeof(c)
     for box in (proc.queue, proc.inbox):
         if box:
             size += sum(map(sys.getsizeof, _snapshot(box.copy)))
+    return size
+
+
+def _coroutine_size(obj: Any) -> int:
+    size = 0
+    while obj is not None:
+        size += sys.getsizeof(obj)
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            size += sys.getsizeof(frame)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
     return size
 
 

@@ -1354,6 +1354,43 @@ def format_stack(coro: Any) -> list[traceback.FrameSummary]:
     return frames
 
 
+def process_stack(rt: Runtime, proc: Process, state: int) -> list[traceback.FrameSummary]:
+    """process_info's ``current_stacktrace`` of ``proc``, seen in ``state``:
+    where it waits, or the frames its thread executes now (with the GIL; see
+    :func:`look_at_coroutine` for a free-threaded build)."""
+    if GIL and state == _RUNNING:
+        return running_stack(rt, proc)
+    return look_at_coroutine(proc, format_stack, _code_only_stack)
+
+
+def look_at_coroutine(
+    proc: Process, look: Callable[[Any], Any], otherwise: Callable[[Any], Any]
+) -> Any:
+    """``look(proc.coro)`` where its frames can be read safely, else ``otherwise(proc.coro)``.
+
+    With the GIL, always (the coroutine may be running, but not while this
+    runs). On a free-threaded build, reading the frames of a coroutine that
+    another thread may be running at that moment is a use-after-free (CPython
+    gh-118680): only a WAITING process's, under its lock (nothing can wake it
+    meanwhile). ``proc.coro`` may be None (a finished process).
+    """
+    if GIL:
+        coro = proc.coro
+        return look(coro) if coro is not None else otherwise(None)
+    with proc.lock:
+        coro = proc.coro
+        if proc.state == _WAITING and coro is not None:
+            return look(coro)
+    return otherwise(coro)
+
+
+def _code_only_stack(coro: Any) -> list[traceback.FrameSummary]:
+    code = getattr(coro, "cr_code", None)
+    if code is None:
+        return []
+    return [traceback.FrameSummary(code.co_filename, code.co_firstlineno, code.co_name, line=None)]
+
+
 def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
     """The stack of a process running on some thread right now, outermost first."""
     for s in list(rt.schedulers):
