@@ -439,3 +439,37 @@ def test_a_kill_stops_a_loop_in_a_plain_function_without_reading_a_running_threa
         return reasons
 
     assert run(main) == ["killed"] * 5
+
+
+@needs_precise_kills
+def test_the_finally_block_of_a_killed_process_runs_to_its_end_though_the_kill_is_aimed_again():
+    """[EXIT-2] While a killed runaway unwinds, sysmon sees it still running and
+    aims the kill again (a process may swallow it): that second kill must not
+    cut its finally block short (on free-threaded 3.13, where sysmon runs beside
+    the victim, a test's finally never got to set its Event)."""
+    from beamlet._kernel.runtime import current_runtime
+
+    async def victim(parent):
+        killer = current_runtime().killer
+        me = threading.get_ident()
+        try:
+            send(parent, "running")
+            while True:
+                pass
+        finally:
+            # Unwinding from the kill: wait until sysmon aims it again.
+            while not killer.wants(me):
+                pass
+            send(parent, "unwound")
+
+    async def main():
+        reasons = []
+        for _ in range(3):
+            pid, ref = spawn_monitor(victim, beamlet.self())
+            await receive("running", timeout=30)
+            exit(pid, "kill")
+            await receive("unwound", timeout=30)
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    assert run(main) == ["killed"] * 3

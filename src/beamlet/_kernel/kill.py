@@ -169,6 +169,15 @@ def in_finalizer(code: CodeType, ident: int) -> bool:
     return ident in _collecting or code.co_name == "__del__"
 
 
+def unwinding_from_a_kill() -> bool:
+    """Whether the calling thread handles an AsyncKill: its process unwinds
+    from the kill (a ``finally`` block, an ``__exit__``, an ``except`` clause).
+    sysmon, seeing it still run, aims the kill again (it may have been
+    swallowed): that must not cut the unwinding short. Once it has swallowed
+    the kill (its ``except`` clause is over), the next one is raised."""
+    return isinstance(sys.exception(), AsyncKill)
+
+
 # ---------------------------------------------------------------- the killers
 
 
@@ -402,7 +411,7 @@ class TraceKiller(Killer):
         s = self.current_scheduler()
         if s is None or s.current is not proc or s.masked or s.closing:
             return self._trace
-        if in_finalizer(frame.f_code, ident):
+        if in_finalizer(frame.f_code, ident) or unwinding_from_a_kill():
             return self._trace
         if event == "line" or event == "call":
             self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
@@ -501,7 +510,7 @@ class MonitoringKiller(Killer):
         s = self.current_scheduler()
         if s is None or s.current is not proc or s.masked or s.closing:
             return
-        if code is not None and in_finalizer(code, ident):
+        if (code is not None and in_finalizer(code, ident)) or unwinding_from_a_kill():
             return
         self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
         raise AsyncKill(proc.doom)
