@@ -204,6 +204,10 @@ class Killer:
         """In the victim's thread, at a safe point in ``code``: raise the kill
         now if one is aimed here."""
 
+    def jumped(self, code: CodeType, dst: int) -> None:
+        """In a thread, at a JUMP event in process code ``code`` (to offset
+        ``dst``): a kill due here is raised after the jump, not in it."""
+
     def settle(self, s: Scheduler) -> None:
         """The process on ``s`` stopped running: forget a kill aimed at it there."""
 
@@ -461,12 +465,23 @@ class MonitoringKiller(Killer):
     refresh switches JUMP events on for all code instead (every loop jumps),
     until no kill is under way; a jump location in code a kill must not land
     in disables itself (``sys.monitoring.DISABLE``): library code pays once.
+
+    A kill is raised from a LINE event, never from a JUMP event: CPython
+    (3.12, 3.13) unwinds an exception raised by a JUMP callback past the
+    ``finally``, ``except`` and ``with`` blocks of the frame that jumped (its
+    handlers never run: a ``with lock:`` around the loop left the lock held).
+    A loop on one line has no LINE event per turn, so a JUMP in the armed
+    thread switches INSTRUCTION events on for that code (:meth:`_step`), and
+    the kill is raised at the jump's target instruction, where handlers work.
     """
 
     def __init__(self, current_scheduler: Any) -> None:
         self.current_scheduler = current_scheduler
         self.armed: dict[int, Process] = {}  # thread ident -> the process to kill there
         self.codes: set[CodeType] = set()  # code objects with events on
+        self.stepped: set[CodeType] = set()  # ... INSTRUCTION events included
+        # thread ident -> (code, offset): the jump target a kill is raised at
+        self.targets: dict[int, tuple[CodeType, int]] = {}
         self.everywhere = False  # JUMP events on for all code (free-threaded refresh)
         self.lock = threading.Lock()
         self.tool: int | None = None
@@ -481,6 +496,7 @@ class MonitoringKiller(Killer):
             ev = _monitoring.events
             _monitoring.register_callback(tool, ev.LINE, self._on_line)
             _monitoring.register_callback(tool, ev.JUMP, self._on_jump)
+            _monitoring.register_callback(tool, ev.INSTRUCTION, self._on_instruction)
             break
 
     @property
@@ -492,6 +508,7 @@ class MonitoringKiller(Killer):
 
     def settle(self, s: Scheduler) -> None:
         self.armed.pop(s.ident, None)
+        self.targets.pop(s.ident, None)
 
     def aim(self, s: Scheduler, proc: Process) -> bool:
         code = getattr(proc.coro, "cr_code", None)
@@ -501,19 +518,45 @@ class MonitoringKiller(Killer):
                 self._watch_locked([code])
         return True
 
-    def fire(self, code: CodeType | None = None) -> None:
-        """In a thread at a safe point: raise the kill aimed at its process, if any."""
+    def _due(self, code: CodeType | None) -> Process | None:
+        """In a thread at a safe point: the process a kill is to be raised in
+        now, if any."""
         ident = threading.get_ident()
         proc = self.armed.get(ident)
         if proc is None:
-            return
+            return None
         s = self.current_scheduler()
         if s is None or s.current is not proc or s.masked or s.closing:
-            return
+            return None
         if (code is not None and in_finalizer(code, ident)) or unwinding_from_a_kill():
+            return None
+        return proc
+
+    def fire(self, code: CodeType | None = None) -> None:
+        """In a thread at a safe point: raise the kill aimed at its process, if any."""
+        proc = self._due(code)
+        if proc is not None:
+            self.armed.pop(threading.get_ident(), None)  # aimed again if it is swallowed
+            raise AsyncKill(proc.doom)
+
+    def jumped(self, code: CodeType, dst: int) -> None:
+        """At a JUMP event in process code (here, or in the throttle's): never
+        raise here (class docstring); if a kill is due in this thread, have it
+        raised at the jump's target."""
+        if self._due(code) is None:
             return
-        self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
-        raise AsyncKill(proc.doom)
+        self.targets[threading.get_ident()] = (code, dst)
+        if code not in self.stepped:
+            self._step(code)
+
+    def _step(self, code: CodeType) -> None:
+        with self.lock:
+            if self.tool is None or code in self.stepped:
+                return
+            self.stepped.add(code)
+            self.codes.add(code)
+            ev = _monitoring.events
+            _monitoring.set_local_events(self.tool, code, ev.LINE | ev.JUMP | ev.INSTRUCTION)
 
     def _on_line(self, code: CodeType, line: int) -> None:
         if self.armed:
@@ -525,8 +568,13 @@ class MonitoringKiller(Killer):
             # such code: never a kill there, and never again from here.
             return _monitoring.DISABLE
         if self.armed:
-            self.fire(code)
+            self.jumped(code, dst)
         return None
+
+    def _on_instruction(self, code: CodeType, offset: int) -> None:
+        if self.targets and self.targets.get(threading.get_ident()) == (code, offset):
+            del self.targets[threading.get_ident()]
+            self.fire(code)
 
     def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
         if not GIL:
@@ -570,7 +618,9 @@ class MonitoringKiller(Killer):
             if not self.codes and not self.everywhere:
                 return
             codes, self.codes = self.codes, set()
+            self.stepped = set()
             self.armed.clear()
+            self.targets.clear()
             if self.tool is not None:
                 for code in codes:
                     _monitoring.set_local_events(self.tool, code, 0)
@@ -586,6 +636,7 @@ class MonitoringKiller(Killer):
         if tool is not None:
             _monitoring.register_callback(tool, _monitoring.events.LINE, None)
             _monitoring.register_callback(tool, _monitoring.events.JUMP, None)
+            _monitoring.register_callback(tool, _monitoring.events.INSTRUCTION, None)
             _monitoring.free_tool_id(tool)
 
 
