@@ -154,7 +154,11 @@ def test_kills_never_hit_the_wrong_process():
     for pid, reason in outcomes.items():
         if pid in targets:
             assert reason in ("killed", "normal")
-            assert (reason == "normal") == (pid in done)
+            # Killed, it may still have sent "done": a kill that arrives between
+            # its last send and its return kills it (on the BEAM too: a signal
+            # can arrive after a process's last action, before it exits).
+            if reason == "normal":
+                assert pid in done
         else:
             assert reason == "normal", (pid, reason)
             assert pid in done
