@@ -211,6 +211,8 @@ class Scheduler:
         asynchronous_kills = rt.killer.asynchronous
         runaway_codes = rt.runaway_codes
         runq = rt.runq
+        free_threaded = not GIL
+        kill_lock = self.kill_lock
         while True:
             proc = self.first
             if proc is not None:
@@ -252,8 +254,18 @@ class Scheduler:
             # The process has stopped running on this thread. No Python frame
             # may be entered before a kill aimed at it is settled (kill.py): an
             # injected exception still pending would go off in it.
-            self.current = None
-            if self.kill_pending:
+            if free_threaded:
+                # Without the GIL, clearing ``current`` then reading
+                # ``kill_pending`` could pass kill_running setting the one and
+                # reading the other (store-load reordering): both would miss.
+                # Under kill_lock, as there, one sees the other.
+                with kill_lock:
+                    self.current = None
+                    pending = self.kill_pending
+            else:
+                self.current = None
+                pending = self.kill_pending
+            if pending:
                 with self.kill_lock:
                     if asynchronous_kills:
                         clear_async_exc(self.ident, NO_EXC)  # a C call, no frame
@@ -312,8 +324,10 @@ class Scheduler:
         if proc.doom is None:
             return False
         self.close(proc, _DIE)
-        self.current = None
-        if self.kill_pending:
+        with self.kill_lock:  # as in loop
+            self.current = None
+            pending = self.kill_pending
+        if pending:
             self.settle_kill()
         return True
 
