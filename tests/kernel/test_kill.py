@@ -306,3 +306,203 @@ def test_the_down_of_a_killed_runaway_reaches_a_watcher_while_every_scheduler_id
         return reasons
 
     assert run(main, schedulers=1) == ["killed"] * 10
+
+
+class _SpyLock:
+    """A lock that sets ``waiting`` when a thread has to wait for it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        self.lock = threading.Lock()
+        self.waiting = waiting
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            self.waiting.set()
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_a_kill_aimed_while_the_killer_goes_idle_keeps_its_events(monkeypatch):
+    """The kill events of a code and the killer's record of them change together:
+    aimed while idle() switched the events off, a kill once left its code
+    recorded as watched with no events, and every later aim trusted the record
+    (free-threaded 3.13: killed processes ran on for good, as zombies)."""
+    from types import SimpleNamespace
+
+    from beamlet._kernel import kill
+
+    monitoring = sys.monitoring
+    killer = kill.MonitoringKiller(lambda: None)
+    if not killer.available:
+        pytest.skip("no free sys.monitoring tool id")
+    # Set when the aiming thread is done or waits for the killer's lock.
+    progress = threading.Event()
+    killer.lock = _SpyLock(progress)
+
+    async def victim_code():
+        while True:
+            pass
+
+    coro = victim_code()
+    code = coro.cr_code
+    proc = SimpleNamespace(coro=coro, doom="killed")
+    sched = SimpleNamespace(ident=12345)
+    aimed = []
+
+    def aim():
+        aimed.append(killer.aim(sched, proc))
+        progress.set()
+
+    def set_local_events(tool, c, events):
+        if events == 0 and c is code:
+            # idle() is switching the events off: a kill is aimed right now,
+            # from another thread; go on once it is done or waits for idle().
+            t = threading.Thread(target=aim)
+            t.start()
+            threads.append(t)
+            assert progress.wait(30), "the aiming thread did not get anywhere"
+        monitoring.set_local_events(tool, c, events)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(
+        kill,
+        "_monitoring",
+        SimpleNamespace(
+            events=monitoring.events,
+            set_local_events=set_local_events,
+            register_callback=monitoring.register_callback,
+            free_tool_id=monitoring.free_tool_id,
+        ),
+    )
+    try:
+        killer._watch([code])
+        killer.idle()
+        for t in threads:
+            t.join(30)
+        assert aimed == [True]
+        assert threads, "idle() did not switch the events off"
+        assert killer.armed.get(sched.ident) is proc
+        assert code in killer.codes
+        assert monitoring.get_local_events(killer.tool, code) == (
+            monitoring.events.LINE | monitoring.events.JUMP
+        )
+    finally:
+        killer.stop()
+        coro.close()
+
+
+def _spin_forever():
+    """A plain function that never returns: a runaway's own code, deeper
+    than its coroutine (sysmon finds it on the runaway's stack)."""
+    x = 0
+    while True:
+        x += 1
+
+
+def test_a_kill_stops_a_loop_in_a_plain_function_without_reading_a_running_threads_frames(
+    monkeypatch,
+):
+    """The kill must reach the loop in the function the process called, and
+    its code must stop (its finally runs). On a free-threaded build, reading
+    the frames of a thread that runs (sys._current_frames) is a use-after-free
+    that crashed the interpreter in sysmon: it must not happen there."""
+    from beamlet._kernel.parker import GIL
+
+    if not GIL:
+
+        def no_frames():
+            raise AssertionError("sys._current_frames() on a free-threaded build")
+
+        monkeypatch.setattr(sys, "_current_frames", no_frames)
+
+    async def runaway_in_a_function(parent):
+        try:
+            send(parent, ("running", beamlet.self()))
+            _spin_forever()
+        finally:
+            send(parent, ("unwound", beamlet.self()))
+
+    async def main():
+        me = beamlet.self()
+        reasons = []
+        for _ in range(5):
+            pid, ref = spawn_monitor(runaway_in_a_function, me)
+            await receive(("running", pid), timeout=30)
+            exit(pid, "kill")
+            await receive(("unwound", pid), timeout=30)
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    assert run(main) == ["killed"] * 5
+
+
+@needs_precise_kills
+def test_the_finally_block_of_a_killed_process_runs_to_its_end_though_the_kill_is_aimed_again():
+    """[EXIT-2] While a killed runaway unwinds, sysmon sees it still running and
+    aims the kill again (a process may swallow it): that second kill must not
+    cut its finally block short (on free-threaded 3.13, where sysmon runs beside
+    the victim, a test's finally never got to set its Event)."""
+    from beamlet._kernel.runtime import current_runtime
+
+    async def victim(parent):
+        killer = current_runtime().killer
+        me = threading.get_ident()
+        try:
+            send(parent, "running")
+            while True:
+                pass
+        finally:
+            # Unwinding from the kill: wait until sysmon aims it again.
+            while not killer.wants(me):
+                pass
+            send(parent, "unwound")
+
+    async def main():
+        reasons = []
+        for _ in range(3):
+            pid, ref = spawn_monitor(victim, beamlet.self())
+            await receive("running", timeout=30)
+            exit(pid, "kill")
+            await receive("unwound", timeout=30)
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    assert run(main) == ["killed"] * 3
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 12) and not os.environ.get("BEAMLET_ASYNC_EXC_KILLS"),
+    reason="3.11's trace function gets no event per turn of a loop on one line",
+)
+def test_a_kill_that_lands_in_a_loop_on_one_line_still_runs_that_frames_with_and_finally():
+    """A loop on one line has no LINE event per turn: the kill lands at its
+    jump. Raised from a JUMP callback, CPython 3.12/3.13 unwound the exception
+    past the handlers of the frame that jumped: the lock taken around the loop
+    stayed held, and the finally never ran."""
+    lock = threading.Lock()
+
+    async def holder(parent):
+        try:
+            with lock:
+                send(parent, "locked")
+                while True: pass  # noqa: E701  # fmt: skip
+        finally:
+            send(parent, "finally ran")
+
+    async def main():
+        me = beamlet.self()
+        outcomes = []
+        for _ in range(5):
+            pid, ref = spawn_monitor(holder, me)
+            await receive("locked", timeout=30)
+            exit(pid, "kill")
+            reason = (await receive(Down(ref, pid, ANY), timeout=30)).reason
+            finally_ran = await receive("finally ran", timeout=30)
+            outcomes.append((reason, finally_ran, lock.locked()))
+        return outcomes
+
+    assert run(main) == [("killed", "finally ran", False)] * 5

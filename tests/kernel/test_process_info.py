@@ -139,3 +139,46 @@ def test_memory_counts_the_queued_messages():
 
     before, after = run(main, schedulers=1)
     assert after - before >= 10 * 100_000
+
+
+def test_process_info_never_reads_a_running_threads_frames_on_a_free_threaded_build(
+    monkeypatch,
+):
+    """Reading the frames of a coroutine another thread runs is a use-after-free
+    on a free-threaded build (CPython gh-118680): there a process that is not
+    waiting shows its function only; a waiting one its whole stack."""
+    import sys
+
+    import pytest
+
+    from beamlet._kernel.parker import GIL
+
+    if GIL:
+        pytest.skip("with the GIL, the frames of a running process are read")
+
+    def no_frames():
+        raise AssertionError("sys._current_frames() on a free-threaded build")
+
+    monkeypatch.setattr(sys, "_current_frames", no_frames)
+
+    async def busy(parent):
+        send(parent, ("started", beamlet.self()))
+        while True:
+            pass
+
+    async def main():
+        runner = spawn(busy, beamlet.self())
+        await receive(("started", runner), timeout=30)
+        waiter = spawn(parked_in_receive)
+        while process_info(waiter)["status"] != "waiting":
+            await beamlet.sleep(0)
+        running, waiting = process_info(runner), process_info(waiter)
+        beamlet.exit(runner, "kill")
+        return running, waiting
+
+    running, waiting = run(main)
+    assert running["status"] == "running"
+    assert [f.name for f in running["current_stacktrace"]] == ["busy"]
+    assert running["memory"] > 0
+    names = [f.name for f in waiting["current_stacktrace"]]
+    assert names[0] == "parked_in_receive" and "receive" in names[-1]

@@ -383,7 +383,10 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
     * ``initial_call``: (module, qualified name, number of positional parameters).
     * ``current_stacktrace``: a list of ``traceback.FrameSummary``, outermost
       first: where it waits, or, while it runs, the frames its thread is
-      executing at the moment of the call.
+      executing at the moment of the call. On a free-threaded build, where
+      another thread's running frames cannot be read safely, a process that
+      is not waiting shows its coroutine's function only (and ``memory``
+      leaves out its frames).
     """
     if type(pid) is not Pid:
         raise BadArg(f"process_info needs a pid, got {pid!r}")

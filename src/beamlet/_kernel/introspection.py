@@ -16,9 +16,10 @@ import sys
 import traceback
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from beamlet._kernel.process import DEAD, RUNNING, STATUS_NAMES, Process
+from beamlet._kernel.parker import GIL
+from beamlet._kernel.process import DEAD, RUNNING, STATUS_NAMES, WAITING, Process
 from beamlet._kernel.signals import SIGNALS
 from beamlet._kernel.throttle import Throttle
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from beamlet._kernel.runtime import Runtime
 
 logger = logging.getLogger("beamlet")
+
+T = TypeVar("T")
 
 _BEAMLET_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -93,6 +96,41 @@ def format_stack(coro: Any) -> list[traceback.FrameSummary]:
     return frames
 
 
+def process_stack(rt: Runtime, proc: Process, state: int) -> list[traceback.FrameSummary]:
+    """process_info's ``current_stacktrace`` of ``proc``, seen in ``state``:
+    where it waits, or the frames its thread executes now (with the GIL; see
+    :func:`look_at_coroutine` for a free-threaded build)."""
+    if GIL and state == RUNNING:
+        return running_stack(rt, proc)
+    return look_at_coroutine(proc, format_stack, _code_only_stack)
+
+
+def look_at_coroutine(proc: Process, look: Callable[[Any], T], otherwise: Callable[[Any], T]) -> T:
+    """``look(proc.coro)`` where its frames can be read safely, else ``otherwise(proc.coro)``.
+
+    With the GIL, always (the coroutine may be running, but not while this
+    runs). On a free-threaded build, reading the frames of a coroutine that
+    another thread may be running at that moment is a use-after-free (CPython
+    gh-118680): only a WAITING process's, under its lock (nothing can wake it
+    meanwhile). ``proc.coro`` may be None (a finished process).
+    """
+    if GIL:
+        coro = proc.coro
+        return look(coro) if coro is not None else otherwise(None)
+    with proc.lock:
+        coro = proc.coro
+        if proc.state == WAITING and coro is not None:
+            return look(coro)
+    return otherwise(coro)
+
+
+def _code_only_stack(coro: Any) -> list[traceback.FrameSummary]:
+    code = getattr(coro, "cr_code", None)
+    if code is None:
+        return []
+    return [traceback.FrameSummary(code.co_filename, code.co_firstlineno, code.co_name, line=None)]
+
+
 def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
     """The stack of a process running on some thread right now, outermost first."""
     for s in list(rt.schedulers):
@@ -140,17 +178,13 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
         inbox = proc.inbox[:] if proc.inbox else []
     if state >= DEAD:
         return None
-    coro = proc.coro
     q = proc.queue
     queued = snapshot(lambda: len(q)) if q is not None else 0
     pending = sum(1 for it in inbox if type(it) not in SIGNALS)
     links = snapshot(lambda: sorted(proc.links or ()))
     monitors = snapshot(lambda: list((proc.monitors or {}).values()))
     monitored_by = snapshot(lambda: list((proc.monitored_by or {}).values()))
-    if state == RUNNING:
-        stack = running_stack(rt, proc)
-    else:
-        stack = format_stack(coro) if coro is not None else []
+    stack = process_stack(rt, proc, state)
     return {
         "status": STATUS_NAMES[state],
         "message_queue_len": queued + pending,
@@ -171,19 +205,24 @@ def memory(proc: Process) -> int:
     """Bytes, an estimate: the record, coroutine frames, mailbox containers and
     the shallow size of each queued message."""
     size = sys.getsizeof(proc) + sys.getsizeof(proc.pid)
-    obj = proc.coro
-    while obj is not None:
-        size += sys.getsizeof(obj)
-        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
-        if frame is not None:
-            size += sys.getsizeof(frame)
-        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    size += look_at_coroutine(proc, _coroutine_size, lambda c: 0 if c is None else sys.getsizeof(c))
     for c in (proc.queue, proc.inbox, proc.links, proc.monitors, proc.monitored_by):
         if c is not None:
             size += sys.getsizeof(c)
     for box in (proc.queue, proc.inbox):
         if box:
             size += sum(map(sys.getsizeof, snapshot(box.copy)))
+    return size
+
+
+def _coroutine_size(obj: Any) -> int:
+    size = 0
+    while obj is not None:
+        size += sys.getsizeof(obj)
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            size += sys.getsizeof(frame)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
     return size
 
 

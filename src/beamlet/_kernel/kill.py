@@ -56,6 +56,7 @@ import weakref
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
+from beamlet._kernel.parker import GIL
 from beamlet._kernel.process import ProcessExit
 
 if TYPE_CHECKING:
@@ -173,6 +174,15 @@ def in_finalizer(code: CodeType, ident: int) -> bool:
     return ident in _collecting or code.co_name == "__del__"
 
 
+def unwinding_from_a_kill() -> bool:
+    """Whether the calling thread handles an AsyncKill: its process unwinds
+    from the kill (a ``finally`` block, an ``__exit__``, an ``except`` clause).
+    sysmon, seeing it still run, aims the kill again (it may have been
+    swallowed): that must not cut the unwinding short. Once it has swallowed
+    the kill (its ``except`` clause is over), the next one is raised."""
+    return isinstance(sys.exception(), AsyncKill)
+
+
 # ---------------------------------------------------------------- the killers
 
 
@@ -198,6 +208,10 @@ class Killer:
     def fire(self, code: CodeType | None = None) -> None:
         """In the victim's thread, at a safe point in ``code``: raise the kill
         now if one is aimed here."""
+
+    def jumped(self, code: CodeType, dst: int) -> None:
+        """In a thread, at a JUMP event in process code ``code`` (to offset
+        ``dst``): a kill due here is raised after the jump, not in it."""
 
     def settle(self, s: Scheduler) -> None:
         """The process on ``s`` stopped running: forget a kill aimed at it there."""
@@ -407,7 +421,7 @@ class TraceKiller(Killer):
         s = self.current_scheduler()
         if s is None or s.current is not proc or s.masked_depth or s.closing:
             return self._trace
-        if in_finalizer(frame.f_code, ident):
+        if in_finalizer(frame.f_code, ident) or unwinding_from_a_kill():
             return self._trace
         if event == "line" or event == "call":
             self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
@@ -446,12 +460,35 @@ _monitoring: Any = getattr(sys, "monitoring", None)
 
 
 class MonitoringKiller(Killer):
-    """Kills land at LINE / JUMP events of process code, raised by the victim's thread."""
+    """Kills land at LINE / JUMP events of process code, raised by the victim's thread.
+
+    The code watched: the victim's coroutine's at once (:meth:`aim`); while it
+    runs on, the process code on its thread's stack (:meth:`refresh`), read from
+    ``sys._current_frames()``. Not on a free-threaded build: there, reading a
+    frame of a thread that runs is a use-after-free (CPython gh-118680; sysmon
+    crashed the interpreter that way), and each ``sys._current_frames()`` stops
+    the world, which with hundreds of runaway threads took up to 0.6 s. There
+    refresh switches JUMP events on for all code instead (every loop jumps),
+    until no kill is under way; a jump location in code a kill must not land
+    in disables itself (``sys.monitoring.DISABLE``): library code pays once.
+
+    A kill is raised from a LINE event, never from a JUMP event: CPython
+    (3.12, 3.13) unwinds an exception raised by a JUMP callback past the
+    ``finally``, ``except`` and ``with`` blocks of the frame that jumped (its
+    handlers never run: a ``with lock:`` around the loop left the lock held).
+    A loop on one line has no LINE event per turn, so a JUMP in the armed
+    thread switches INSTRUCTION events on for that code (:meth:`_step`), and
+    the kill is raised at the jump's target instruction, where handlers work.
+    """
 
     def __init__(self, current_scheduler: Any) -> None:
         self.current_scheduler = current_scheduler
         self.armed: dict[int, Process] = {}  # thread ident -> the process to kill there
         self.codes: set[CodeType] = set()  # code objects with events on
+        self.stepped: set[CodeType] = set()  # ... INSTRUCTION events included
+        # thread ident -> (code, offset): the jump target a kill is raised at
+        self.targets: dict[int, tuple[CodeType, int]] = {}
+        self.everywhere = False  # JUMP events on for all code (free-threaded refresh)
         self.lock = threading.Lock()
         self.tool: int | None = None
         if _monitoring is None:
@@ -465,6 +502,7 @@ class MonitoringKiller(Killer):
             ev = _monitoring.events
             _monitoring.register_callback(tool, ev.LINE, self._on_line)
             _monitoring.register_callback(tool, ev.JUMP, self._on_jump)
+            _monitoring.register_callback(tool, ev.INSTRUCTION, self._on_instruction)
             break
 
     @property
@@ -476,38 +514,82 @@ class MonitoringKiller(Killer):
 
     def settle(self, s: Scheduler) -> None:
         self.armed.pop(s.ident, None)
+        self.targets.pop(s.ident, None)
 
     def aim(self, s: Scheduler, proc: Process) -> bool:
-        self.armed[s.ident] = proc
-        coro = proc.coro
-        code = getattr(coro, "cr_code", None)
-        if code is not None:
-            self._watch([code])
+        code = getattr(proc.coro, "cr_code", None)
+        with self.lock:  # armed and watched together: idle() sees both or neither
+            self.armed[s.ident] = proc
+            if code is not None:
+                self._watch_locked([code])
         return True
 
-    def fire(self, code: CodeType | None = None) -> None:
-        """In a thread at a safe point: raise the kill aimed at its process, if any."""
+    def _due(self, code: CodeType | None) -> Process | None:
+        """In a thread at a safe point: the process a kill is to be raised in
+        now, if any."""
         ident = threading.get_ident()
         proc = self.armed.get(ident)
         if proc is None:
-            return
+            return None
+        due: Process = proc  # (the checks below narrow ``proc`` to Any)
         s = self.current_scheduler()
         if s is None or s.current is not proc or s.masked_depth or s.closing:
+            return None
+        if (code is not None and in_finalizer(code, ident)) or unwinding_from_a_kill():
+            return None
+        return due
+
+    def fire(self, code: CodeType | None = None) -> None:
+        """In a thread at a safe point: raise the kill aimed at its process, if any."""
+        proc = self._due(code)
+        if proc is not None:
+            self.armed.pop(threading.get_ident(), None)  # aimed again if it is swallowed
+            raise AsyncKill(proc.doom)
+
+    def jumped(self, code: CodeType, dst: int) -> None:
+        """At a JUMP event in process code (here, or in the throttle's): never
+        raise here (class docstring); if a kill is due in this thread, have it
+        raised at the jump's target."""
+        if self._due(code) is None:
             return
-        if code is not None and in_finalizer(code, ident):
-            return
-        self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
-        raise AsyncKill(proc.doom)
+        self.targets[threading.get_ident()] = (code, dst)
+        if code not in self.stepped:
+            self._step(code)
+
+    def _step(self, code: CodeType) -> None:
+        with self.lock:
+            if self.tool is None or code in self.stepped:
+                return
+            self.stepped.add(code)
+            self.codes.add(code)
+            ev = _monitoring.events
+            _monitoring.set_local_events(self.tool, code, ev.LINE | ev.JUMP | ev.INSTRUCTION)
 
     def _on_line(self, code: CodeType, line: int) -> None:
         if self.armed:
             self.fire(code)
 
-    def _on_jump(self, code: CodeType, src: int, dst: int) -> None:
+    def _on_jump(self, code: CodeType, src: int, dst: int) -> Any:
+        if code_kind(code) != PROCESS:
+            # Only events on for all code (free-threaded refresh) come from
+            # such code: never a kill there, and never again from here.
+            return _monitoring.DISABLE
         if self.armed:
+            self.jumped(code, dst)
+        return None
+
+    def _on_instruction(self, code: CodeType, offset: int) -> None:
+        if self.targets and self.targets.get(threading.get_ident()) == (code, offset):
+            del self.targets[threading.get_ident()]
             self.fire(code)
 
     def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
+        if not GIL:
+            with self.lock:
+                if not self.everywhere and self.tool is not None:
+                    self.everywhere = True
+                    _monitoring.set_events(self.tool, _monitoring.events.JUMP)
+            return
         frames = sys._current_frames()
         new = []
         for s, _proc in victims:
@@ -521,33 +603,47 @@ class MonitoringKiller(Killer):
             self._watch(new)
 
     def _watch(self, codes: list[CodeType]) -> None:
+        with self.lock:
+            self._watch_locked(codes)
+
+    def _watch_locked(self, codes: list[CodeType]) -> None:
+        # ``codes`` and the events change together under ``lock``: an idle()
+        # that switched the events off for a code added meanwhile would leave
+        # it in ``codes`` with no events, and no later _watch would switch them
+        # on again (seen on free-threaded 3.13: killed processes ran on for good).
         tool = self.tool
         if tool is None:
             return
         events = _monitoring.events.LINE | _monitoring.events.JUMP
-        with self.lock:
-            new = [c for c in codes if c not in self.codes and is_process_code(c)]
-            self.codes.update(new)
-        for code in new:
-            _monitoring.set_local_events(tool, code, events)
+        for code in codes:
+            if code not in self.codes and is_process_code(code):
+                self.codes.add(code)
+                _monitoring.set_local_events(tool, code, events)
 
     def idle(self) -> None:
         with self.lock:
-            if not self.codes:
+            if not self.codes and not self.everywhere:
                 return
             codes, self.codes = self.codes, set()
-        self.armed.clear()
-        if self.tool is not None:
-            for code in codes:
-                _monitoring.set_local_events(self.tool, code, 0)
+            self.stepped = set()
+            self.armed.clear()
+            self.targets.clear()
+            if self.tool is not None:
+                for code in codes:
+                    _monitoring.set_local_events(self.tool, code, 0)
+                if self.everywhere:
+                    _monitoring.set_events(self.tool, 0)
+            self.everywhere = False
 
     def stop(self) -> None:
         super().stop()
         self.idle()
-        tool, self.tool = self.tool, None
+        with self.lock:
+            tool, self.tool = self.tool, None
         if tool is not None:
             _monitoring.register_callback(tool, _monitoring.events.LINE, None)
             _monitoring.register_callback(tool, _monitoring.events.JUMP, None)
+            _monitoring.register_callback(tool, _monitoring.events.INSTRUCTION, None)
             _monitoring.free_tool_id(tool)
 
 
@@ -565,8 +661,12 @@ def make_killer(current_scheduler: Any) -> Killer:
     """The best way to deliver kills on this interpreter (see the module docstring).
 
     ``BEAMLET_ASYNC_EXC_KILLS=1`` in the environment forces the fallback (tests).
+    Not on a free-threaded build: the fallback samples the frames of the
+    victim's thread as it runs, which is unsafe there (MonitoringKiller); with
+    no free monitoring tool a kill cannot reach running code there at all, and
+    a killed runaway is declared dead after ZOMBIE_AFTER (sysmon.py).
     """
-    if os.environ.get("BEAMLET_ASYNC_EXC_KILLS"):
+    if os.environ.get("BEAMLET_ASYNC_EXC_KILLS") and GIL:
         return AsyncExcKiller()
     if _monitoring is not None:
         killer = MonitoringKiller(current_scheduler)
@@ -574,4 +674,4 @@ def make_killer(current_scheduler: Any) -> Killer:
             return killer
     if _TRAMPOLINE is not None:
         return TraceKiller(_TRAMPOLINE, current_scheduler)
-    return AsyncExcKiller()
+    return AsyncExcKiller() if GIL else Killer()

@@ -164,6 +164,8 @@ class Scheduler:
         asynchronous_kills = rt.killer.asynchronous
         runaway_codes = rt.runaway_codes
         runq = rt.runq
+        free_threaded = not GIL
+        kill_lock = self.kill_lock
         while True:
             proc = self.first
             if proc is not None:
@@ -205,8 +207,18 @@ class Scheduler:
             # The process has stopped running on this thread. No Python frame
             # may be entered before a kill aimed at it is settled (kill.py): an
             # injected exception still pending would go off in it.
-            self.current = None
-            if self.kill_pending:
+            if free_threaded:
+                # Without the GIL, clearing ``current`` then reading
+                # ``kill_pending`` could pass kill_running setting the one and
+                # reading the other (store-load reordering): both would miss.
+                # Under kill_lock, as there, one sees the other.
+                with kill_lock:
+                    self.current = None
+                    pending = self.kill_pending
+            else:
+                self.current = None
+                pending = self.kill_pending
+            if pending:
                 with self.kill_lock:
                     if asynchronous_kills:
                         clear_async_exc(self.ident, NO_EXC)  # a C call, no frame
@@ -269,8 +281,10 @@ class Scheduler:
         if proc.doom is None:
             return False
         self.close(proc, _DIE)
-        self.current = None
-        if self.kill_pending:
+        with self.kill_lock:  # as in loop
+            self.current = None
+            pending = self.kill_pending
+        if pending:
             self.settle_kill()
         return True
 
@@ -371,14 +385,19 @@ class Scheduler:
         # A push by a non-scheduler thread appends, then takes idle_lock to look
         # for an idle scheduler: either it saw us above, or we see its push here.
         if rt.runq:
+            poke = False
             with rt.idle_lock:
-                if self in rt.idle:
+                left = self in rt.idle
+                if left:
                     rt.idle.remove(self)
-                    return False
+                    poke = rt.sysmon.leaving_idle()
+            if left:
+                if poke:
+                    rt.sysmon.poke()
+                return False
             # Someone already popped us from idle and unparked us: consume it.
         self.current = None
-        self.parker.park()
-        rt.sysmon.poke()
+        self.parker.park()  # whoever takes us off the idle list pokes sysmon if need be
         return False
 
 
@@ -580,9 +599,13 @@ class Scheduling:
 
     def wake_idle(self) -> None:
         with self.idle_lock:
-            s = self.idle.pop() if self.idle else None
-        if s is not None:
-            s.parker.unpark()
+            if not self.idle:
+                return
+            s = self.idle.pop()
+            poke = self.sysmon.leaving_idle()
+        s.parker.unpark()
+        if poke:
+            self.sysmon.poke()
 
     # ------------------------------------------------------------------ killing
 

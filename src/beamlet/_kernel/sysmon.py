@@ -19,8 +19,16 @@ again), still RUNNING, for ``SLICE`` seconds = stuck. It also:
 * wakes an idle scheduler if work is queued while all active schedulers are
   busy (a push from a scheduler thread deliberately does not wake anyone, to
   keep a token ring on one thread; this is what bounds the delay);
-* parks (zero CPU) when no scheduler is running anything and nothing is queued;
-  a scheduler leaving its idle park wakes it again.
+* parks (zero CPU) when every active scheduler is parked idle, nothing is
+  queued and no thread is held by a runaway. That is decided under the
+  runtime's ``idle_lock`` (:meth:`Sysmon.may_sleep`), which every scheduler
+  also holds as it joins or leaves the idle list; whoever takes a scheduler
+  off that list while sysmon sleeps wakes it (:meth:`Sysmon.leaving_idle`).
+  A decision from an unlocked look (a scheduler's ``current`` and its
+  process's ``state``, the queue's length) could park sysmon for good while a
+  scheduler was between taking a process and marking it RUNNING, or between
+  dropping its process and queueing it again: a runaway it then ran was never
+  handed off, and what was queued behind it waited for good.
 
 Spare threads are capped (``max_threads``); past the cap no more hand-offs
 happen and queued processes wait for a scheduler, as on a BEAM whose dirty
@@ -99,6 +107,8 @@ class Sysmon:
         self.saved_interval: float | None = None
         self.busy_time = 0.0  # sum over ticks of (busy active schedulers x tick)
         self.sampled_time = 0.0  # sum over ticks of (N x tick)
+        # Parked until a scheduler leaves the idle list (guarded by rt.idle_lock).
+        self.sleeping = False
 
     def start(self) -> None:
         self.running = True
@@ -114,6 +124,37 @@ class Sysmon:
 
     def poke(self) -> None:
         self.parker.unpark()
+
+    def may_sleep(self) -> bool:
+        """Whether sysmon may park with no timeout: every active scheduler is
+        in the idle list, nothing is queued, killed or diverted, and no thread
+        is held by a runaway. Decided under the locks every scheduler takes to
+        join or leave the idle list, or to change ``active`` and
+        ``handed_off``, so no scheduler can be on its way to run something
+        unseen; if True, ``sleeping`` is set and the next scheduler to leave
+        the idle list pokes sysmon (:meth:`leaving_idle`)."""
+        rt = self.rt
+        with rt.idle_lock, rt.sched_lock:
+            if (
+                rt.stopped
+                or rt.runq
+                or rt.killing
+                or rt.diverted
+                or len(rt.idle) < rt.active
+                or any(s.handed_off for s in rt.schedulers)
+            ):
+                return False
+            self.sleeping = True
+            return True
+
+    def leaving_idle(self) -> bool:
+        """A scheduler leaves the idle list (the caller holds ``rt.idle_lock``):
+        True if sysmon sleeps and the caller must poke it once the lock is
+        released."""
+        if self.sleeping:
+            self.sleeping = False
+            return True
+        return False
 
     def loop(self) -> None:
         """Tick until stopped; a failure in one tick is logged, never fatal
@@ -131,8 +172,10 @@ class Sysmon:
         quiet = False
         ticks = 0
         while self.running:
-            if quiet:
+            if quiet and self.may_sleep():
                 self.parker.park()
+                with rt.idle_lock:
+                    self.sleeping = False
                 now = time.perf_counter()
                 self.sampled_time += (now - last) * rt.n_schedulers
                 last = now

@@ -239,5 +239,6 @@ class Throttle:
                         self.holder = ident
                         self.holder_seen = time.perf_counter()
         r.since = time.perf_counter()
-        # A jump in process code is a safe point for a kill (kill.py).
-        self.killer.fire(code)
+        # A kill due in this thread is raised just after the jump (kill.py:
+        # raised from a JUMP callback, it would skip this frame's handlers).
+        self.killer.jumped(code, dst)
