@@ -446,7 +446,7 @@ def test_the_finally_block_of_a_killed_process_runs_to_its_end_though_the_kill_i
     aims the kill again (a process may swallow it): that second kill must not
     cut its finally block short (on free-threaded 3.13, where sysmon runs beside
     the victim, a test's finally never got to set its Event)."""
-    from beamlet._kernel.runtime import current_runtime
+    from beamlet._kernel.context import current_runtime
 
     async def victim(parent):
         killer = current_runtime().killer
