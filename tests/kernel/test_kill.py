@@ -506,3 +506,37 @@ def test_a_kill_that_lands_in_a_loop_on_one_line_still_runs_that_frames_with_and
         return outcomes
 
     assert run(main) == [("killed", "finally ran", False)] * 5
+
+
+@needs_precise_kills
+def test_a_kill_due_as_a_with_block_ends_never_skips_its_exit():
+    """A with statement's normal exit (``__exit__(None, None, None)``) carries
+    the with's line, and no handler of the with covers it: a kill raised at
+    that LINE event left the lock held. Here the kill is aimed while the
+    process is blocked in the last call of the block, so the next event it
+    meets is that one."""
+    ready = threading.Event()
+
+    async def holder(parent, lock):
+        with lock:
+            send(parent, "locked")
+            ready.wait()
+        x = 0
+        while True:
+            x += 1
+
+    async def main():
+        me = beamlet.self()
+        held = []
+        for _ in range(5):
+            lock = threading.Lock()
+            ready.clear()
+            pid, ref = spawn_monitor(holder, me, lock)
+            await receive("locked", timeout=30)
+            exit(pid, "kill")  # aimed at once: it runs (blocked in ready.wait)
+            ready.set()
+            assert (await receive(Down(ref, pid, ANY), timeout=30)).reason == "killed"
+            held.append(lock.locked())
+        return held
+
+    assert run(main) == [False] * 5

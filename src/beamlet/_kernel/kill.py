@@ -47,6 +47,7 @@ Either way sysmon pursues a killed process every tick until its code stops
 from __future__ import annotations
 
 import ctypes
+import dis
 import os
 import sys
 import sysconfig
@@ -172,6 +173,42 @@ def in_finalizer(code: CodeType, ident: int) -> bool:
     """Whether code running on thread ``ident`` may be a finalizer or a weakref
     callback that the garbage collector runs (a kill must not go off there)."""
     return ident in _collecting or code.co_name == "__del__"
+
+
+_unsafe: dict[CodeType, frozenset[int]] = {}
+
+
+def unsafe_offsets(code: CodeType) -> frozenset[int]:
+    """Offsets in process code where a kill must not be raised though a line
+    event comes there (``f_lasti`` at the event):
+
+    * the normal exit of a ``with`` block, ``__exit__(None, None, None)``: it
+      carries the with's line and no handler of the with covers it, so a kill
+      raised there skips the ``__exit__`` (the lock taken stays held);
+    * the entry of an exception handler (PUSH_EXC_INFO; a with's carries the
+      with's line): raised there, the new exception skips that handler (the
+      with's ``__exit__`` again).
+
+    The kill is raised at a later line instead (sysmon keeps aiming it)."""
+    got = _unsafe.get(code)
+    if got is None:
+        found: set[int] = set()
+        ins = list(dis.get_instructions(code))
+        for i, x in enumerate(ins):
+            if x.opname == "PUSH_EXC_INFO":
+                found.add(x.offset)
+            elif x.opname == "LOAD_CONST" and x.argval is None and i + 3 < len(ins):
+                # __exit__(None, None, None): 3.12+ CALL 2; 3.11 PRECALL 2, CALL 2
+                nones = ins[i + 1 : i + 3]
+                call = ins[i + 3]
+                if (
+                    all(y.opname == "LOAD_CONST" and y.argval is None for y in nones)
+                    and call.opname in ("CALL", "PRECALL")
+                    and call.arg == 2
+                ):
+                    found.update(y.offset for y in ins[i : i + 4])
+        got = _unsafe[code] = frozenset(found)
+    return got
 
 
 def unwinding_from_a_kill() -> bool:
@@ -423,6 +460,8 @@ class TraceKiller(Killer):
             return self._trace
         if in_finalizer(frame.f_code, ident) or unwinding_from_a_kill():
             return self._trace
+        if frame.f_lasti in unsafe_offsets(frame.f_code):
+            return self._trace
         if event == "line" or event == "call":
             self.armed.pop(ident, None)  # sysmon aims again next tick if it is swallowed
             raise AsyncKill(proc.doom)
@@ -524,9 +563,11 @@ class MonitoringKiller(Killer):
                 self._watch_locked([code])
         return True
 
-    def _due(self, code: CodeType | None) -> Process | None:
-        """In a thread at a safe point: the process a kill is to be raised in
-        now, if any."""
+    def _due(self, code: CodeType | None, offset: int = -1) -> Process | None:
+        """In a thread at a safe point (``offset`` in ``code``, when known):
+        the process a kill is to be raised in now, if any."""
+        if code is not None and offset >= 0 and offset in unsafe_offsets(code):
+            return None
         ident = threading.get_ident()
         proc = self.armed.get(ident)
         if proc is None:
@@ -539,9 +580,9 @@ class MonitoringKiller(Killer):
             return None
         return due
 
-    def fire(self, code: CodeType | None = None) -> None:
+    def fire(self, code: CodeType | None = None, offset: int = -1) -> None:
         """In a thread at a safe point: raise the kill aimed at its process, if any."""
-        proc = self._due(code)
+        proc = self._due(code, offset)
         if proc is not None:
             self.armed.pop(threading.get_ident(), None)  # aimed again if it is swallowed
             raise AsyncKill(proc.doom)
@@ -567,7 +608,7 @@ class MonitoringKiller(Killer):
 
     def _on_line(self, code: CodeType, line: int) -> None:
         if self.armed:
-            self.fire(code)
+            self.fire(code, sys._getframe(1).f_lasti)  # the frame of ``code``
 
     def _on_jump(self, code: CodeType, src: int, dst: int) -> Any:
         if code_kind(code) != PROCESS:
@@ -581,7 +622,7 @@ class MonitoringKiller(Killer):
     def _on_instruction(self, code: CodeType, offset: int) -> None:
         if self.targets and self.targets.get(threading.get_ident()) == (code, offset):
             del self.targets[threading.get_ident()]
-            self.fire(code)
+            self.fire(code, offset)
 
     def refresh(self, victims: list[tuple[Scheduler, Process]], stop_at: CodeType) -> None:
         if not GIL:
