@@ -259,7 +259,11 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     """
     proc = current_process()
     was_active = signals.demonitor(current_runtime(), proc, ref)
-    if flush and proc.queue is not None:
+    # A Down still in the inbox is dropped when drained (the monitor is gone);
+    # flush removes one already queued. Draining a DOWN queues it and removes
+    # its monitor in one step, so a monitor still active had none queued: no
+    # scan of the mailbox then (a call with 10,000 messages waiting).
+    if flush and not was_active and proc.queue is not None:
         q = proc.queue
         for i, m in enumerate(q):
             if type(m) is Down and m.ref == ref:
