@@ -159,12 +159,18 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     pos = 0
     mark = proc.mark_ref
     if mark is not None and patterns:
-        for p in patterns:
-            if not mentions(p, mark):
-                mark = None
-                break
+        if q is None and not proc.inbox:
+            # Nothing queued nor pending: the marker stands at 0, where the
+            # scan starts anyway (a call's receive, its reply yet to come), so
+            # the ``mentions`` walk is skipped; the marker stays for later.
+            mark = None
         else:
-            pos = proc.mark_pos
+            for p in patterns:
+                if not mentions(p, mark):
+                    mark = None
+                    break
+            else:
+                pos = proc.mark_pos
     timer: Timer | None = None
     try:
         while True:
