@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,8 @@ from beamlet._kernel.traps import blocking, receive, sleep, take
 from beamlet.terms import Atom, Pid, Ref
 
 logger = logging.getLogger("beamlet")
+
+_get_ident = threading.get_ident
 
 # ---------------------------------------------------------------------- running
 
@@ -119,7 +122,8 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
 
 def self() -> Pid:
     """The pid of the calling process."""
-    proc = current_process_or_none()
+    s = current_scheduler()  # current_process_or_none, inlined
+    proc = s.current if s is not None and s.ident == _get_ident() else None
     if proc is None:
         raise RuntimeError("self() called outside a beamlet process")
     return proc.pid
