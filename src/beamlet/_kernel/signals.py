@@ -493,16 +493,29 @@ def unlink(rt: Runtime, proc: Process, pid: Pid) -> None:
 
 def monitor(rt: Runtime, proc: Process, target: Any, alias: bool | str) -> Ref:
     """``proc`` monitors ``target`` (a pid, a name, or ``(name, node)``)."""
-    if alias is True or alias == "explicit_unalias":
-        with_monitor = False
+    # (Every gen.call starts here: set_mark and activate_alias are inlined.)
+    with_monitor: bool | None
+    if alias is False:
+        with_monitor = None
     elif alias == "demonitor":
         with_monitor = True
-    elif alias is not False:
+    elif alias is True or alias == "explicit_unalias":
+        with_monitor = False
+    else:
         raise BadArg(f"monitor alias must be a bool, 'explicit_unalias' or 'demonitor': {alias!r}")
     ref = rt.make_ref()
-    set_mark(proc, ref)
-    if alias is not False:
-        activate_alias(rt, proc, ref, with_monitor)
+    q = proc.queue
+    proc.mark_ref = ref
+    proc.mark_pos = len(q) if q is not None else 0
+    if proc.inbox:
+        set_mark(proc, ref)  # messages still in the inbox: a marker after them
+    if with_monitor is not None:
+        aliases = proc.aliases
+        if aliases is None:
+            proc.aliases = {ref: with_monitor}
+        else:
+            aliases[ref] = with_monitor
+        rt.aliases[ref] = proc.pid
     if proc.monitors is None:
         proc.monitors = {}
     if type(target) is Pid:
@@ -568,7 +581,7 @@ def demonitor(rt: Runtime, proc: Process, ref: Ref) -> bool:
     still in the inbox is dropped when drained (the monitor is gone)."""
     target = proc.monitors.pop(ref, None) if proc.monitors else None
     if target is not None and proc.aliases:
-        drop_alias(rt, proc, ref, only_with_monitor=True)
+        drop_alias(rt, proc, ref, True)
     if type(target) is Pid:
         if target.node is None:
             remove_monitor(rt, target, ref)
@@ -608,9 +621,15 @@ def drop_alias(rt: Runtime, proc: Process, ref: Ref, only_with_monitor: bool = F
     active. ``only_with_monitor``: only an alias made to go with its monitor
     (``monitor(..., alias="demonitor")``), as its monitor goes."""
     aliases = proc.aliases
-    if not aliases or ref not in aliases or (only_with_monitor and not aliases[ref]):
+    if not aliases:
         return False
-    del aliases[ref]
+    # One dict operation in the usual case (a Ref's hash is a Python call).
+    with_monitor = aliases.pop(ref, None)
+    if with_monitor is None:
+        return False
+    if only_with_monitor and not with_monitor:
+        aliases[ref] = with_monitor  # an explicit alias stays
+        return False
     rt.aliases.pop(ref, None)
     return True
 
