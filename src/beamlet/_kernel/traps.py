@@ -207,7 +207,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                 if timer is None:
                     if timeout <= 0:
                         raise TimeoutError("receive timed out")
-                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout, proc)
+                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout_callback, proc)
                 elif timer.state == FIRED:
                     raise TimeoutError(f"receive timed out after {timeout} s")
             yield _WAIT
@@ -215,7 +215,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
         if timer is not None:
             proc.timer = None
             if timer.state == PENDING:
-                rt.timers.cancel(timer)
+                rt.timers.discard(timer)
 
 
 @types.coroutine
@@ -231,7 +231,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
             yield _DIE
         return
     rt = sched.rt
-    timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout, proc)
+    timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout_callback, proc)
     try:
         while timer.state != FIRED:
             yield _WAIT
@@ -240,7 +240,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
     finally:
         proc.timer = None
         if timer.state == PENDING:
-            rt.timers.cancel(timer)
+            rt.timers.discard(timer)
 
 
 @types.coroutine
