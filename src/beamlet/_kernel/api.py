@@ -163,7 +163,12 @@ def send(dest: Any, msg: Any) -> Any:
     if type(dest) is Pid:
         pid = dest
     elif type(dest) is Ref:
-        signals.send_to_alias(rt, dest, item, current_process_or_none())
+        # An alias: its owner drops the message if the alias is no longer active.
+        owner = rt.aliases.get(dest)
+        if owner is not None:
+            signals.send_to_alias(rt, owner, dest, item)
+        elif dest.node is not None:
+            rt.distribution.route_alias(dest, item, current_process_or_none())
         return msg
     else:
         found = _resolve(rt, dest)

@@ -634,14 +634,13 @@ def drop_alias(rt: Runtime, proc: Process, ref: Ref, only_with_monitor: bool = F
     return True
 
 
-def send_to_alias(rt: Runtime, ref: Ref, item: Any, sender: Process | None) -> None:
-    """A message to an alias: its owner drops it if the alias is no longer
-    active when it arrives."""
-    owner = rt.aliases.get(ref)
-    if owner is not None:
-        deliver(rt, owner, AliasMsg(ref, item))
-    elif ref.node is not None:
-        rt.distribution.route_alias(ref, item, sender)
+def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
+    """A message to ``owner``'s local alias ``ref`` (every call's reply): its
+    owner drops it if the alias is no longer active when it arrives (ALIAS-2),
+    and so does a dead owner."""
+    proc = rt.table.get(owner.id)
+    if proc is not None:
+        put_locked(rt, proc, AliasMsg(ref, item))
 
 
 # ---------------------------------------------------------------------- death
