@@ -522,8 +522,19 @@ def monitor(rt: Runtime, proc: Process, target: Any, alias: bool | str) -> Ref:
         proc.monitors[ref] = target
         if target.node is not None:
             deliver(rt, target, MonitorSig(proc.pid, ref), proc)
-        elif not add_monitor(rt, target, ref, proc.pid):
-            deliver(rt, proc.pid, DownSig(target, ref, NOPROC))
+            return ref
+        # add_monitor, inlined (every call monitors its server).
+        other = rt.table.get(target.id)
+        if other is not None:
+            with other.lock:
+                if other.state < EXITING:
+                    mb = other.monitored_by
+                    if mb is None:
+                        other.monitored_by = {ref: proc.pid}
+                    else:
+                        mb[ref] = proc.pid
+                    return ref
+        deliver(rt, proc.pid, DownSig(target, ref, NOPROC))
         return ref
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
         name, node = target
@@ -584,7 +595,13 @@ def demonitor(rt: Runtime, proc: Process, ref: Ref) -> bool:
         drop_alias(rt, proc, ref, True)
     if type(target) is Pid:
         if target.node is None:
-            remove_monitor(rt, target, ref)
+            # remove_monitor, inlined.
+            other = rt.table.get(target.id)
+            if other is not None:
+                with other.lock:
+                    mb = other.monitored_by
+                    if mb is not None:
+                        mb.pop(ref, None)
         else:
             deliver(rt, target, DemonitorSig(proc.pid, ref), proc)
     elif type(target) is tuple:
