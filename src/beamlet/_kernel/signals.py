@@ -656,8 +656,36 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
     owner drops it if the alias is no longer active when it arrives (ALIAS-2),
     and so does a dead owner."""
     proc = rt.table.get(owner.id)
-    if proc is not None:
-        put_locked(rt, proc, AliasMsg(ref, item))
+    if proc is None:
+        return
+    # put_locked, with one more case: to an owner that waits with an empty
+    # inbox (a caller blocked on its reply), the alias is tested here, under
+    # its lock. A waiting process cannot alias or unalias before it runs
+    # again, so this is its own order of events: an active alias hands the
+    # bare message over (no AliasMsg, no test when it resumes), an inactive
+    # one drops it without waking the owner. Otherwise the AliasMsg is
+    # counted and appended behind what is in the inbox, and the owner tests it.
+    with proc.lock:
+        state = proc.state
+        if state == WAITING and not proc.inbox:
+            aliases = proc.aliases
+            if not aliases or ref not in aliases:
+                return
+            proc.handoff = item
+            proc.state = RUNNABLE
+            rt.runq.append(proc)
+        elif state < EXITING:
+            proc.signals += 1  # before the append: see drain
+            inbox = proc.inbox
+            if inbox is None:
+                proc.inbox = [AliasMsg(ref, item)]
+            else:
+                inbox.append(AliasMsg(ref, item))
+            if state == WAITING:
+                proc.state = RUNNABLE
+                rt.runq.append(proc)
+    if state == WAITING and (rt.idle or current_scheduler() is None):
+        rt.pushed()
 
 
 # ---------------------------------------------------------------------- death
