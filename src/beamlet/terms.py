@@ -120,10 +120,18 @@ class Ref:
         self.creation = creation
         self._hash = hash(ids)  # refs are dict keys on hot paths (monitors, aliases)
 
-    @classmethod
-    def _local(cls, n: int) -> Ref:
+    @staticmethod
+    def _local(n: int) -> Ref:
         """The local reference numbered ``n`` (an unbounded counter value)."""
-        return cls((n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, (n >> 50) & 0xFFFFFFFF))
+        # The kernel's hot path (every monitor, call, timer): the slots set
+        # directly, without the generic __init__'s call.
+        ids = (n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, (n >> 50) & 0xFFFFFFFF)
+        ref = _new_object(Ref)
+        ref.ids = ids
+        ref.node = None
+        ref.creation = 0
+        ref._hash = hash(ids)
+        return ref
 
     def __eq__(self, other: object) -> bool:
         if other is self:
@@ -142,6 +150,8 @@ class Ref:
     def __reduce__(self) -> tuple[Any, ...]:
         return (Ref, (self.ids, self.node, self.creation))
 
+
+_new_object = object.__new__
 
 #: Immutable leaf types the kernel may share between processes without copying.
 IMMUTABLE_LEAVES: Final[frozenset[type]] = frozenset(

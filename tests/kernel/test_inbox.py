@@ -10,9 +10,11 @@ import sys
 
 import pytest
 from tests.conftest import run
+from tests.helpers import assert_no_message
 
 import beamlet
-from beamlet import ANY, receive, send, sleep, spawn
+from beamlet import ANY, alias, receive, send, sleep, spawn
+from beamlet._kernel.process import WAITING
 
 
 @pytest.fixture
@@ -122,7 +124,6 @@ def test_a_receiver_that_parks_while_a_sender_appends_is_woken_by_the_sender():
     import time
 
     from beamlet._kernel import context
-    from beamlet._kernel.process import WAITING
 
     entered = []
 
@@ -156,3 +157,53 @@ def test_a_receiver_that_parks_while_a_sender_appends_is_woken_by_the_sender():
 
     assert run(main, schedulers=2) == ("got", "late")
     assert entered
+
+
+def test_a_message_to_the_alias_of_a_waiting_owner_goes_behind_its_inbox():
+    """A message to an alias whose owner waits is handed over bare only if
+    nothing is in the owner's inbox; otherwise it goes behind what is there
+    ([SIG-1]). Forced: a message appended without the lock, its sender not yet
+    back to wake the owner, then the reply to the alias."""
+    from beamlet._kernel import context
+
+    async def replier(owner, a):
+        proc = context.current_runtime().table[owner.id]
+        # One scheduler: the owner waits (in receive) while this runs.
+        assert proc.state == WAITING and not proc.inbox
+        # What send's lock-free path does for a sender that saw the owner
+        # running an instant ago: the append, the wake-up still to come.
+        if proc.inbox is None:
+            proc.inbox = [("first", beamlet.self())]
+        else:
+            proc.inbox.append(("first", beamlet.self()))
+        send(a, "reply")
+
+    async def main():
+        a = alias()
+        spawn(replier, beamlet.self(), a)
+        first = await receive(timeout=30)
+        second = await receive(timeout=30)
+        assert first[0] == "first"
+        assert second == "reply"
+
+    run(main, schedulers=1)
+
+
+def test_a_message_to_an_inactive_alias_of_a_waiting_owner_does_not_wake_it():
+    """The sender read the alias's owner just before the owner dropped it
+    (forced: the owner's own table loses it, the runtime's not yet); the owner
+    then waits. The message is dropped, and the owner is not woken for it."""
+    from beamlet._kernel import context
+
+    async def replier(owner, a):
+        send(a, "late")
+        send(owner, ("status", beamlet.process_info(owner)["status"]))
+
+    async def main():
+        a = alias()
+        del context.current_process().aliases[a]  # unalias, half done
+        spawn(replier, beamlet.self(), a)
+        assert await receive(timeout=30) == ("status", "waiting")
+        await assert_no_message(timeout=0)
+
+    run(main, schedulers=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,8 @@ from beamlet._kernel.traps import blocking, receive, sleep, take
 from beamlet.terms import Atom, Pid, Ref
 
 logger = logging.getLogger("beamlet")
+
+_get_ident = threading.get_ident
 
 # ---------------------------------------------------------------------- running
 
@@ -119,7 +122,8 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
 
 def self() -> Pid:
     """The pid of the calling process."""
-    proc = current_process_or_none()
+    s = current_scheduler()  # current_process_or_none, inlined
+    proc = s.current if s is not None and s.ident == _get_ident() else None
     if proc is None:
         raise RuntimeError("self() called outside a beamlet process")
     return proc.pid
@@ -159,7 +163,12 @@ def send(dest: Any, msg: Any) -> Any:
     if type(dest) is Pid:
         pid = dest
     elif type(dest) is Ref:
-        signals.send_to_alias(rt, dest, item, current_process_or_none())
+        # An alias: its owner drops the message if the alias is no longer active.
+        owner = rt.aliases.get(dest)
+        if owner is not None:
+            signals.send_to_alias(rt, owner, dest, item)
+        elif dest.node is not None:
+            rt.distribution.route_alias(dest, item, current_process_or_none())
         return msg
     else:
         found = _resolve(rt, dest)
@@ -259,7 +268,11 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     """
     proc = current_process()
     was_active = signals.demonitor(current_runtime(), proc, ref)
-    if flush and proc.queue is not None:
+    # A Down still in the inbox is dropped when drained (the monitor is gone);
+    # flush removes one already queued. Draining a DOWN queues it and removes
+    # its monitor in one step, so a monitor still active had none queued: no
+    # scan of the mailbox then (a call with 10,000 messages waiting).
+    if flush and not was_active and proc.queue is not None:
         q = proc.queue
         for i, m in enumerate(q):
             if type(m) is Down and m.ref == ref:

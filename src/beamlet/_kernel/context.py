@@ -35,8 +35,13 @@ def current_runtime() -> Runtime:
     return rt
 
 
+_get_ident = threading.get_ident
+
+
 def current_process() -> Process:
-    proc = current_process_or_none()
+    # current_process_or_none, inlined: every monitor/demonitor/link/... calls it.
+    s = scheduler_var.get()
+    proc = s.current if s is not None and s.ident == _get_ident() else None
     if proc is None:
         raise RuntimeError("not called from a beamlet process")
     return proc
@@ -44,7 +49,7 @@ def current_process() -> Process:
 
 def current_process_or_none() -> Process | None:
     s = scheduler_var.get()
-    if s is None or s.ident != threading.get_ident():
+    if s is None or s.ident != _get_ident():
         return None
     return s.current
 

@@ -56,14 +56,20 @@ def copy_message(value: Any) -> Any:
     if t in _leaves:
         return value
     if t is tuple:
+        # Shared if every element is immutable, checked in one pass; a nested
+        # plain tuple (a call's (pid, (alias, ref)) tag) is looked into here,
+        # without a call. Otherwise copied element by element.
         for x in value:
-            if type(x) not in _leaves:
-                break
-        else:
-            return value
-        if is_frozen(value):
-            return value
-        return tuple([copy_message(x) for x in value])
+            tx = type(x)
+            if tx in _leaves:
+                continue
+            if tx is tuple:
+                for y in x:
+                    if type(y) not in _leaves and not is_frozen(y):
+                        return tuple([copy_message(e) for e in value])
+            elif not is_frozen(x):
+                return tuple([copy_message(e) for e in value])
+        return value
     if t is list:
         if _leaves.issuperset(map(type, value)):  # a C loop: the common flat case
             return value.copy()

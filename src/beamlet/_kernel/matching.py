@@ -20,7 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from beamlet._kernel.process import ANY
-from beamlet.terms import Ref
+from beamlet.terms import Atom, Ref
+
+#: Built-in value types a pattern element of which matches by ``==`` (and
+#: whose ``==`` with one another never raises).
+_SCALARS = frozenset({Atom, str, int, float, bool, bytes, type(None)})
 
 
 def matches(pattern: Any, msg: Any) -> bool:
@@ -34,8 +38,14 @@ def matches(pattern: Any, msg: Any) -> bool:
         for p in pattern:
             if p is not ANY:
                 m = msg[i]
-                if type(p) is Ref:  # the common tag: compare without recursing
+                tp = type(p)
+                if tp is Ref:  # the common tag: compare without recursing
                     if type(m) is not Ref or p.ids != m.ids or p.node != m.node:
+                        return False
+                elif tp in _SCALARS and type(m) in _SCALARS:
+                    # An atom, string, number...: what the recursion ends in
+                    # (==), without the call and its type tests.
+                    if p != m:
                         return False
                 elif not matches(p, m):
                     return False

@@ -138,6 +138,7 @@ class Runtime(Scheduling):
         self.aliases: dict[Ref, Pid] = {}  # active alias -> its owner
         self.send_timers: dict[Ref, SendTimer] = {}  # send_after timers by their ref
         self._fire_send_callback = self._fire_send
+        self.wake_timeout_callback = self.wake_timeout  # one bound method for all receives
         self.send_timers_lock = threading.Lock()
         self.distribution: Distribution = NoDistribution(self)
         self.main_pid: Pid | None = None

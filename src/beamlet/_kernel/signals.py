@@ -493,24 +493,48 @@ def unlink(rt: Runtime, proc: Process, pid: Pid) -> None:
 
 def monitor(rt: Runtime, proc: Process, target: Any, alias: bool | str) -> Ref:
     """``proc`` monitors ``target`` (a pid, a name, or ``(name, node)``)."""
-    if alias is True or alias == "explicit_unalias":
-        with_monitor = False
+    # (Every gen.call starts here: set_mark and activate_alias are inlined.)
+    with_monitor: bool | None
+    if alias is False:
+        with_monitor = None
     elif alias == "demonitor":
         with_monitor = True
-    elif alias is not False:
+    elif alias is True or alias == "explicit_unalias":
+        with_monitor = False
+    else:
         raise BadArg(f"monitor alias must be a bool, 'explicit_unalias' or 'demonitor': {alias!r}")
     ref = rt.make_ref()
-    set_mark(proc, ref)
-    if alias is not False:
-        activate_alias(rt, proc, ref, with_monitor)
+    q = proc.queue
+    proc.mark_ref = ref
+    proc.mark_pos = len(q) if q is not None else 0
+    if proc.inbox:
+        set_mark(proc, ref)  # messages still in the inbox: a marker after them
+    if with_monitor is not None:
+        aliases = proc.aliases
+        if aliases is None:
+            proc.aliases = {ref: with_monitor}
+        else:
+            aliases[ref] = with_monitor
+        rt.aliases[ref] = proc.pid
     if proc.monitors is None:
         proc.monitors = {}
     if type(target) is Pid:
         proc.monitors[ref] = target
         if target.node is not None:
             deliver(rt, target, MonitorSig(proc.pid, ref), proc)
-        elif not add_monitor(rt, target, ref, proc.pid):
-            deliver(rt, proc.pid, DownSig(target, ref, NOPROC))
+            return ref
+        # add_monitor, inlined (every call monitors its server).
+        other = rt.table.get(target.id)
+        if other is not None:
+            with other.lock:
+                if other.state < EXITING:
+                    mb = other.monitored_by
+                    if mb is None:
+                        other.monitored_by = {ref: proc.pid}
+                    else:
+                        mb[ref] = proc.pid
+                    return ref
+        deliver(rt, proc.pid, DownSig(target, ref, NOPROC))
         return ref
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
         name, node = target
@@ -568,10 +592,16 @@ def demonitor(rt: Runtime, proc: Process, ref: Ref) -> bool:
     still in the inbox is dropped when drained (the monitor is gone)."""
     target = proc.monitors.pop(ref, None) if proc.monitors else None
     if target is not None and proc.aliases:
-        drop_alias(rt, proc, ref, only_with_monitor=True)
+        drop_alias(rt, proc, ref, True)
     if type(target) is Pid:
         if target.node is None:
-            remove_monitor(rt, target, ref)
+            # remove_monitor, inlined.
+            other = rt.table.get(target.id)
+            if other is not None:
+                with other.lock:
+                    mb = other.monitored_by
+                    if mb is not None:
+                        mb.pop(ref, None)
         else:
             deliver(rt, target, DemonitorSig(proc.pid, ref), proc)
     elif type(target) is tuple:
@@ -608,21 +638,54 @@ def drop_alias(rt: Runtime, proc: Process, ref: Ref, only_with_monitor: bool = F
     active. ``only_with_monitor``: only an alias made to go with its monitor
     (``monitor(..., alias="demonitor")``), as its monitor goes."""
     aliases = proc.aliases
-    if not aliases or ref not in aliases or (only_with_monitor and not aliases[ref]):
+    if not aliases:
         return False
-    del aliases[ref]
+    # One dict operation in the usual case (a Ref's hash is a Python call).
+    with_monitor = aliases.pop(ref, None)
+    if with_monitor is None:
+        return False
+    if only_with_monitor and not with_monitor:
+        aliases[ref] = with_monitor  # an explicit alias stays
+        return False
     rt.aliases.pop(ref, None)
     return True
 
 
-def send_to_alias(rt: Runtime, ref: Ref, item: Any, sender: Process | None) -> None:
-    """A message to an alias: its owner drops it if the alias is no longer
-    active when it arrives."""
-    owner = rt.aliases.get(ref)
-    if owner is not None:
-        deliver(rt, owner, AliasMsg(ref, item))
-    elif ref.node is not None:
-        rt.distribution.route_alias(ref, item, sender)
+def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
+    """A message to ``owner``'s local alias ``ref`` (every call's reply): its
+    owner drops it if the alias is no longer active when it arrives (ALIAS-2),
+    and so does a dead owner."""
+    proc = rt.table.get(owner.id)
+    if proc is None:
+        return
+    # put_locked, with one more case: to an owner that waits with an empty
+    # inbox (a caller blocked on its reply), the alias is tested here, under
+    # its lock. A waiting process cannot alias or unalias before it runs
+    # again, so this is its own order of events: an active alias hands the
+    # bare message over (no AliasMsg, no test when it resumes), an inactive
+    # one drops it without waking the owner. Otherwise the AliasMsg is
+    # counted and appended behind what is in the inbox, and the owner tests it.
+    with proc.lock:
+        state = proc.state
+        if state == WAITING and not proc.inbox:
+            aliases = proc.aliases
+            if not aliases or ref not in aliases:
+                return
+            proc.handoff = item
+            proc.state = RUNNABLE
+            rt.runq.append(proc)
+        elif state < EXITING:
+            proc.signals += 1  # before the append: see drain
+            inbox = proc.inbox
+            if inbox is None:
+                proc.inbox = [AliasMsg(ref, item)]
+            else:
+                inbox.append(AliasMsg(ref, item))
+            if state == WAITING:
+                proc.state = RUNNABLE
+                rt.runq.append(proc)
+    if state == WAITING and (rt.idle or current_scheduler() is None):
+        rt.pushed()
 
 
 # ---------------------------------------------------------------------- death

@@ -25,6 +25,9 @@ from typing import Any
 
 from beamlet._kernel.parker import Parker
 
+_monotonic = time.monotonic
+_heappush = heapq.heappush
+
 PENDING = 0
 FIRED = 1
 CANCELLED = 2
@@ -71,11 +74,18 @@ class TimerService:
             self._thread.join(5.0)
 
     def add(self, seconds: float, callback: Callable[[Any], None], arg: Any) -> Timer:
-        t = Timer(time.monotonic() + seconds)
+        t = Timer(_monotonic() + seconds)
         t.callback = callback
         t.arg = arg
         t.state = PENDING
-        self.add_timer(t)
+        # add_timer, inlined: every receive with a timeout (every call) comes here.
+        with self._lock:
+            _heappush(self._heap, t)
+            wake = t < self._wake_at
+            if wake:
+                self._wake_at = float(t)
+        if wake:
+            self._parker.unpark()
         return t
 
     def add_timer(self, t: Timer) -> None:
@@ -96,12 +106,27 @@ class TimerService:
                 return None
             t.state = CANCELLED
             t.callback = t.arg = None  # what it holds goes now, not at its deadline
-            self._cancelled += 1
-            if self._cancelled > 1024 and self._cancelled * 2 > len(self._heap):
-                self._heap = [e for e in self._heap if e.state == PENDING]
-                heapq.heapify(self._heap)
-                self._cancelled = 0
-        return max(0.0, t - time.monotonic())
+            n = self._cancelled = self._cancelled + 1
+            if n > 1024 and n * 2 > len(self._heap):
+                self._compact()
+        return max(0.0, t - _monotonic())
+
+    def discard(self, t: Timer) -> None:
+        """:meth:`cancel` without the time left (a receive's or sleep's timer)."""
+        with self._lock:
+            if t.state != PENDING:
+                return
+            t.state = CANCELLED
+            t.callback = t.arg = None
+            n = self._cancelled = self._cancelled + 1
+            if n > 1024 and n * 2 > len(self._heap):
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop the cancelled shells (more than half of the heap). Holds the lock."""
+        self._heap = [e for e in self._heap if e.state == PENDING]
+        heapq.heapify(self._heap)
+        self._cancelled = 0
 
     def pending(self) -> int:
         with self._lock:

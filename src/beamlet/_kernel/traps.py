@@ -159,12 +159,18 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     pos = 0
     mark = proc.mark_ref
     if mark is not None and patterns:
-        for p in patterns:
-            if not mentions(p, mark):
-                mark = None
-                break
+        if q is None and not proc.inbox:
+            # Nothing queued nor pending: the marker stands at 0, where the
+            # scan starts anyway (a call's receive, its reply yet to come), so
+            # the ``mentions`` walk is skipped; the marker stays for later.
+            mark = None
         else:
-            pos = proc.mark_pos
+            for p in patterns:
+                if not mentions(p, mark):
+                    mark = None
+                    break
+            else:
+                pos = proc.mark_pos
     timer: Timer | None = None
     try:
         while True:
@@ -201,7 +207,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                 if timer is None:
                     if timeout <= 0:
                         raise TimeoutError("receive timed out")
-                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout, proc)
+                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout_callback, proc)
                 elif timer.state == FIRED:
                     raise TimeoutError(f"receive timed out after {timeout} s")
             yield _WAIT
@@ -209,7 +215,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
         if timer is not None:
             proc.timer = None
             if timer.state == PENDING:
-                rt.timers.cancel(timer)
+                rt.timers.discard(timer)
 
 
 @types.coroutine
@@ -225,7 +231,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
             yield _DIE
         return
     rt = sched.rt
-    timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout, proc)
+    timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout_callback, proc)
     try:
         while timer.state != FIRED:
             yield _WAIT
@@ -234,7 +240,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
     finally:
         proc.timer = None
         if timer.state == PENDING:
-            rt.timers.cancel(timer)
+            rt.timers.discard(timer)
 
 
 @types.coroutine

@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 import beamlet
-from beamlet import ANY, Down, Exit, Pid, ProcessExit
+from beamlet import ANY, Down, Exit, Pid, ProcessExit, Ref
 from beamlet.otp import gen
 from beamlet.otp.errors import ServerExit, StartError
 
@@ -177,22 +177,37 @@ async def _serve(
 
 
 async def _loop(server: GenServer, me: Pid, parent: Pid) -> None:
+    # The server's hot loop: names bound to locals once, the call checked first
+    # and answered inline (gen.reply's alias case), nothing allocated per
+    # message beyond the reply itself.
+    receive = beamlet.receive
+    send = beamlet.send
+    GEN_CALL, GEN_CAST, SYSTEM, ALIAS = gen.GEN_CALL, gen.GEN_CAST, gen.SYSTEM, gen.ALIAS
     last: Any = None
     try:
         while True:
-            msg = last = await beamlet.receive()
+            msg = last = await receive()
             result: Any = None
-            if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.GEN_CALL:
+            if type(msg) is tuple and len(msg) == 3 and msg[0] == GEN_CALL:
                 from_ = msg[1]
                 result = await server.handle_call(msg[2], from_)
                 if isinstance(result, Stop):
                     gen.reply(from_, result.reply)
                 elif result is not NoReply:
-                    gen.reply(from_, result)
+                    tag = from_[1] if type(from_) is tuple and len(from_) == 2 else None
+                    if (
+                        type(tag) is tuple
+                        and len(tag) == 2
+                        and tag[0] == ALIAS
+                        and type(tag[1]) is Ref
+                    ):
+                        send(tag[1], (tag, result))  # the caller's alias (gen.reply)
+                    else:
+                        gen.reply(from_, result)
                     continue
-            elif type(msg) is tuple and len(msg) == 2 and msg[0] == gen.GEN_CAST:
+            elif type(msg) is tuple and len(msg) == 2 and msg[0] == GEN_CAST:
                 result = await server.handle_cast(msg[1])
-            elif type(msg) is tuple and len(msg) == 3 and msg[0] == gen.SYSTEM:
+            elif type(msg) is tuple and len(msg) == 3 and msg[0] == SYSTEM:
                 result = _system(server, msg[1], msg[2])
             elif type(msg) is Exit and msg.pid == parent:
                 result = Stop(msg.reason)  # our parent (supervisor) stops us: we trap exits

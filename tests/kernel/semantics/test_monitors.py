@@ -116,6 +116,44 @@ def test_demonitor_flush_removes_a_queued_down():
     run(main)
 
 
+class _Looked:
+    """A Down's ref that counts how often a mailbox scan compares it."""
+
+    seen = 0
+
+    def __eq__(self, other):
+        _Looked.seen += 1
+        return False
+
+    __hash__ = object.__hash__
+
+
+def test_demonitor_flush_of_an_active_monitor_looks_at_no_queued_message():
+    """[MON-4] An active monitor has no Down queued (draining a DOWN removes its
+    monitor at once), so flush has nothing to look for: it compares no queued
+    message (a call with 10,000 messages waiting stays O(1)), and every message
+    stays, in order."""
+
+    async def main():
+        me = beamlet.self()
+        for i in range(1000):
+            send(me, Down(_Looked(), None, i))
+        await assert_no_message("none", timeout=0)  # now queued, not in the inbox
+        pid = spawn(die_with, "later")
+        ref = monitor(pid)
+        _Looked.seen = 0
+        was_active = demonitor(ref, flush=True)
+        seen = _Looked.seen
+        rest = [await receive(timeout=0) for _ in range(1000)]
+        send(pid, "go")
+        assert was_active
+        assert seen == 0
+        assert [m.reason for m in rest] == list(range(1000))
+        await assert_no_message(timeout=0)
+
+    run(main)
+
+
 _ = sync_with
 
 
