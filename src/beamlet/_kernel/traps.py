@@ -16,6 +16,7 @@ drain them (:func:`settle`); if one of them dooms the process, yield ``DIE``.
 from __future__ import annotations
 
 import collections
+import time
 import types
 from collections.abc import Callable, Generator
 from itertools import islice
@@ -28,7 +29,7 @@ from beamlet._kernel.parker import GIL
 from beamlet._kernel.pool import DONE
 from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Process
 from beamlet._kernel.signals import AliasMsg, WakeSig, drain
-from beamlet._kernel.timers import FIRED, PENDING, Timer
+from beamlet._kernel.timers import FIRED, PENDING
 
 if TYPE_CHECKING:
     from beamlet._kernel.scheduler import Scheduler
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 _WAIT = WAIT
 _YIELD = YIELD
 _DIE = DIE
+_monotonic = time.monotonic
 
 
 def settle(sched: Scheduler, proc: Process) -> bool:
@@ -171,7 +173,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                     break
             else:
                 pos = proc.mark_pos
-    timer: Timer | None = None
+    deadline: float | None = None
     try:
         while True:
             h = proc.handoff
@@ -204,18 +206,28 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                         return take(proc, q, i)
                     pos = len(q)
             if timeout is not None:
-                if timer is None:
+                # A process's timer outlives its receive: the next receive
+                # whose deadline is no earlier keeps it (a call every few us
+                # arms one timer per timeout period, not one per call). If it
+                # goes off before this deadline, it is armed again for it,
+                # here or by Runtime.wake_timeout.
+                timer = proc.timer
+                if deadline is None:
                     if timeout <= 0:
                         raise TimeoutError("receive timed out")
-                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout_callback, proc)
-                elif timer.state == FIRED:
-                    raise TimeoutError(f"receive timed out after {timeout} s")
+                    deadline = proc.deadline = _monotonic() + timeout
+                    if timer is None or timer.state != PENDING or timer > deadline:
+                        if timer is not None and timer.state == PENDING:
+                            rt.timers.discard(timer)
+                        proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
+                elif timer is None or timer.state != PENDING:
+                    if _monotonic() >= deadline:
+                        raise TimeoutError(f"receive timed out after {timeout} s")
+                    proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
             yield _WAIT
     finally:
-        if timer is not None:
-            proc.timer = None
-            if timer.state == PENDING:
-                rt.timers.discard(timer)
+        if deadline is not None:
+            proc.deadline = None  # its timer stays armed, for the next receive
 
 
 @types.coroutine
@@ -231,14 +243,18 @@ def sleep(seconds: float) -> Generator[int, None, None]:
             yield _DIE
         return
     rt = sched.rt
+    old = proc.timer
+    if old is not None and old.state == PENDING:
+        rt.timers.discard(old)  # one a receive left armed
     timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout_callback, proc)
+    proc.deadline = float(timer)
     try:
         while timer.state != FIRED:
             yield _WAIT
             if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
                 yield _DIE
     finally:
-        proc.timer = None
+        proc.timer = proc.deadline = None
         if timer.state == PENDING:
             rt.timers.discard(timer)
 
