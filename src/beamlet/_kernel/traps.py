@@ -27,7 +27,7 @@ from beamlet._kernel.kill import NO_EXC, clear_async_exc
 from beamlet._kernel.matching import matches, mentions
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.pool import DONE
-from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Process
+from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Down, Process
 from beamlet._kernel.signals import AliasMsg, WakeSig, drain
 from beamlet._kernel.timers import FIRED, PENDING
 
@@ -79,6 +79,30 @@ def take(proc: Process, q: collections.deque[Any], i: int) -> Any:
     if not q:
         proc.queue = None
     return m
+
+
+def flush_down(proc: Process, ref: Any) -> None:
+    """Remove the ``Down`` of monitor ``ref`` if one is queued (demonitor's flush)."""
+    q = proc.queue
+    if q is not None:
+        for i, m in enumerate(q):
+            if type(m) is Down and m.ref == ref:
+                take(proc, q, i)
+                break
+
+
+def arm_timer(rt: Any, proc: Process, deadline: float) -> None:
+    """Make sure ``proc``'s timer goes off by ``deadline``, the deadline of
+    the wait it starts (``proc.deadline``). A process's timer outlives its
+    receive: one that is still armed and goes off no later is kept (a call
+    every few us arms one timer per timeout period, not one per call); one
+    that goes off earlier is armed again for the deadline, by the receive or
+    by Runtime.wake_timeout."""
+    timer = proc.timer
+    if timer is None or timer.state != PENDING or timer > deadline:
+        if timer is not None and timer.state == PENDING:
+            rt.timers.discard(timer)
+        proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
 
 
 def _matches_any(patterns: tuple[Any, ...], m: Any) -> bool:
@@ -206,24 +230,19 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                         return take(proc, q, i)
                     pos = len(q)
             if timeout is not None:
-                # A process's timer outlives its receive: the next receive
-                # whose deadline is no earlier keeps it (a call every few us
-                # arms one timer per timeout period, not one per call). If it
-                # goes off before this deadline, it is armed again for it,
-                # here or by Runtime.wake_timeout.
-                timer = proc.timer
+                # The process's timer outlives the receive (arm_timer). If it
+                # went off before this deadline, it is armed again for it.
                 if deadline is None:
                     if timeout <= 0:
                         raise TimeoutError("receive timed out")
                     deadline = proc.deadline = _monotonic() + timeout
-                    if timer is None or timer.state != PENDING or timer > deadline:
-                        if timer is not None and timer.state == PENDING:
-                            rt.timers.discard(timer)
+                    arm_timer(rt, proc, deadline)
+                else:
+                    timer = proc.timer
+                    if timer is None or timer.state != PENDING:
+                        if _monotonic() >= deadline:
+                            raise TimeoutError(f"receive timed out after {timeout} s")
                         proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
-                elif timer is None or timer.state != PENDING:
-                    if _monotonic() >= deadline:
-                        raise TimeoutError(f"receive timed out after {timeout} s")
-                    proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
             yield _WAIT
     finally:
         if deadline is not None:
