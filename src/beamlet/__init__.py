@@ -44,6 +44,7 @@ from beamlet._kernel.api import (
     unregister,
     whereis,
 )
+from beamlet._kernel.call import call_local
 from beamlet._kernel.copying import register_immutable
 from beamlet._kernel.process import ANY, BadArg, Down, Exit, ProcessExit
 from beamlet.terms import Atom, Pid, Ref
@@ -99,6 +100,7 @@ __all__ = [
     "Statistics",
     "alias",
     "blocking",
+    "call_local",
     "cancel_timer",
     "connect",
     "demonitor",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
+import pytest
 from tests.conftest import run
 
 import beamlet
-from beamlet import cancel_timer, receive, send_after, spawn
+from beamlet import cancel_timer, receive, send, send_after, spawn
+from beamlet._kernel.timers import CANCELLED, FIRED, PENDING
 
 
 def test_send_after_delivers_the_message_later():
@@ -160,3 +163,184 @@ def test_many_timers_to_one_process_all_fire_and_leave_nothing_behind():
         return beamlet.statistics().timers - base
 
     assert run(main) == 0
+
+
+# A receive's timeout timer stays armed after the receive, for the next one
+# (Process.timer / Process.deadline): these pin what that must not change.
+# One scheduler: a process spawned before a receive runs while it waits, so
+# each short receive below is answered whatever the machine's load.
+
+
+async def _send_now(to, msg):
+    send(to, msg)
+
+
+async def _send_after_sleeping(to, msg, seconds):
+    # Its sleep's timer is armed after, and goes off after, the receive timer
+    # left over by the caller: that one has gone off when this message comes.
+    await beamlet.sleep(seconds)
+    send(to, msg)
+
+
+def _own_timer():
+    from beamlet._kernel import context
+
+    return context.current_process().timer
+
+
+def _until_fired(timer):
+    """Run (not wait) until ``timer`` has gone off: the timer thread fires it
+    while this process holds its scheduler."""
+    deadline = time.monotonic() + 30  # a bound, not a condition of the test
+    while timer.state != FIRED and time.monotonic() < deadline:
+        pass
+    assert timer.state == FIRED
+
+
+def test_a_later_deadline_outlives_the_timer_a_shorter_receive_left():
+    """A receive(timeout=0.05) answered at once leaves its timer armed; the next
+    receive (30 s) keeps that timer, which goes off during its wait: the wait
+    goes on (the timer is armed again for its deadline, without waking the
+    process) until the message."""
+
+    async def main():
+        me = beamlet.self()
+        spawn(_send_now, me, "first")
+        first = await receive("first", timeout=0.05)
+        left = _own_timer()
+        spawn(_send_after_sleeping, me, "second", 0.1)
+        before = beamlet.process_info(me)["reductions"]
+        second = await receive("second", timeout=30)
+        resumed = beamlet.process_info(me)["reductions"] - before
+        assert (first, second) == ("first", "second")
+        assert left.state == FIRED and _own_timer() is not left  # armed again
+        assert resumed == 1  # by the message only
+        assert beamlet.statistics().timers == 0
+
+    run(main, schedulers=1)
+
+
+def test_a_left_over_timer_that_goes_off_as_a_receive_parks_is_armed_again():
+    """The timer a receive kept goes off after the receive looked at it and
+    before its scheduler parks it (forced): the process is not parked, looks
+    again, finds its deadline not reached, and waits on (no TimeoutError)."""
+    from beamlet._kernel import context
+    from beamlet._kernel.scheduler import Scheduler
+
+    loop_code = Scheduler.loop.__code__
+
+    class RacingInbox(list):
+        timer = None
+
+        def __len__(self):
+            timer = RacingInbox.timer
+            if timer is not None and sys._getframe(1).f_code is loop_code:
+                # The scheduler is deciding whether to park the process.
+                RacingInbox.timer = None
+                _until_fired(timer)
+            return super().__len__()
+
+    async def main():
+        me = beamlet.self()
+        proc = context.current_process()
+        spawn(_send_now, me, "first")
+        await receive("first", timeout=0.05)
+        left = proc.timer
+        proc.inbox = RacingInbox(proc.inbox or ())
+        RacingInbox.timer = left
+        spawn(_send_after_sleeping, me, "second", 0.1)
+        second = await receive("second", timeout=30)
+        assert RacingInbox.timer is None  # the interleaving did happen
+        assert second == "second"
+        assert left.state == FIRED and proc.timer is not left
+
+    run(main, schedulers=1)
+
+
+def test_a_left_over_timer_neither_wakes_nor_ends_a_wait_without_deadline():
+    """Gone off while the process ran, then a wait without deadline: the
+    process parks (it does not spin), until its message."""
+
+    async def main():
+        me = beamlet.self()
+        spawn(_send_now, me, "quick")
+        await receive("quick", timeout=0.02)  # leaves its timer armed for +0.02
+        _until_fired(_own_timer())
+        spawn(_send_after_sleeping, me, "late", 0.1)
+        before = beamlet.process_info(me)["reductions"]
+        msg = await receive("late")
+        resumed = beamlet.process_info(me)["reductions"] - before
+        assert msg == "late"
+        assert resumed < 10  # woken by the message, not spinning on the timer
+        assert beamlet.statistics().timers == 0
+
+    run(main, schedulers=1)
+
+
+def test_a_shorter_deadline_after_a_longer_one_still_times_out():
+    async def main():
+        me = beamlet.self()
+        spawn(_send_now, me, "x")
+        await receive("x", timeout=3600)  # leaves an hour-long timer armed
+        with pytest.raises(TimeoutError):
+            await receive("never", timeout=0.01)
+        assert beamlet.statistics().timers == 0
+
+    run(main, schedulers=1)
+
+
+def test_sleep_and_blocking_after_a_left_over_timer():
+    """sleep drops a left-over timer and sleeps its own time; blocking() is
+    neither ended nor spun by one that went off."""
+
+    async def main():
+        me = beamlet.self()
+        spawn(_send_now, me, "x")
+        await receive("x", timeout=3600)
+        hour = _own_timer()
+        await beamlet.sleep(0.01)
+        assert hour.state == CANCELLED
+        spawn(_send_now, me, "y")
+        await receive("y", timeout=0.02)
+        _until_fired(_own_timer())
+        before = beamlet.process_info(me)["reductions"]
+        assert await beamlet.blocking(time.sleep, 0.1) is None
+        assert beamlet.process_info(me)["reductions"] - before < 10
+        assert beamlet.statistics().timers == 0
+
+    run(main, schedulers=1)
+
+
+def test_a_left_over_timer_goes_with_its_process():
+    """Not counted by statistics() while its process waits without a deadline,
+    and cancelled when the process exits: nothing outlives it."""
+    from beamlet._kernel import context
+
+    async def child(parent):
+        spawn(_send_now, beamlet.self(), "x")
+        await receive("x", timeout=3600)
+        send(parent, "armed")
+        await receive("stop")
+
+    async def main():
+        pid = spawn(child, beamlet.self())
+        proc = context.current_runtime().table[pid.id]
+        ref = beamlet.monitor(pid)
+        await receive("armed", timeout=30)
+        timer = proc.timer  # the child's left-over timer
+        armed = timer is not None and timer.state == PENDING
+        in_heap = [t for t in _armed_timers() if t.arg is proc]
+        # Nobody waits with a deadline (the child waits without one, we run):
+        # statistics() counts neither left-over timer.
+        counted = beamlet.statistics().timers
+        send(pid, "stop")
+        await receive(beamlet.Down(ref, beamlet.ANY, beamlet.ANY), timeout=30)
+        assert armed and in_heap == [timer] and counted == 0
+        assert timer.state == CANCELLED
+        assert [t for t in _armed_timers() if t.arg is proc] == []
+
+    def _armed_timers():
+        timers = context.current_runtime().timers
+        return [t for t in list(timers._heap) if t.state == PENDING]
+
+    run(main, schedulers=1)

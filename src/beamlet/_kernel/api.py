@@ -25,9 +25,9 @@ from beamlet._kernel.context import (
 from beamlet._kernel.copying import _leaves, copy_message
 from beamlet._kernel.introspection import Statistics
 from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
-from beamlet._kernel.process import EXITING, RUNNABLE, WAITING, BadArg, Down, ProcessExit
+from beamlet._kernel.process import EXITING, RUNNABLE, WAITING, BadArg, ProcessExit
 from beamlet._kernel.runtime import Runtime
-from beamlet._kernel.traps import blocking, receive, sleep, take
+from beamlet._kernel.traps import blocking, flush_down, receive, sleep
 from beamlet.terms import Atom, Pid, Ref
 
 logger = logging.getLogger("beamlet")
@@ -272,12 +272,8 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     # flush removes one already queued. Draining a DOWN queues it and removes
     # its monitor in one step, so a monitor still active had none queued: no
     # scan of the mailbox then (a call with 10,000 messages waiting).
-    if flush and not was_active and proc.queue is not None:
-        q = proc.queue
-        for i, m in enumerate(q):
-            if type(m) is Down and m.ref == ref:
-                take(proc, q, i)
-                break
+    if flush and not was_active:
+        flush_down(proc, ref)
     return was_active
 
 

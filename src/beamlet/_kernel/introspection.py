@@ -276,5 +276,5 @@ def statistics(rt: Runtime) -> Statistics:
         blocking_threads=pool_threads,
         blocking_busy=pool_busy,
         blocking_queued=pool_queued,
-        timers=rt.timers.pending(),
+        timers=rt.timers.pending(rt.idle_timer),
     )

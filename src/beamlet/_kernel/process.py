@@ -60,6 +60,7 @@ class Process:
     __slots__ = (
         "aliases",
         "coro",
+        "deadline",
         "doom",
         "handoff",
         "inbox",
@@ -100,7 +101,10 @@ class Process:
         self.trap_exit = False
         self.name: str | None = None
         self.doom: Any = None  # exit reason decided while the process cannot be stopped yet
-        self.timer: Any = None  # the timer of the current receive/sleep
+        # The timer that will look at this process: the current receive's or
+        # sleep's, or one a receive left armed for the next (Runtime.wake_timeout).
+        self.timer: Any = None
+        self.deadline: float | None = None  # time.monotonic() at which the current wait ends
         # Refs of send_after timers aimed at this process (cancelled when it
         # exits): None, a short list, or a dict once there are many.
         self.send_timers: Any = None

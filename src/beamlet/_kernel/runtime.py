@@ -324,16 +324,37 @@ class Runtime(Scheduling):
     # ------------------------------------------------------------------ timers
 
     def wake_timeout(self, timer: Timer) -> None:
-        """Timer callback for receive/sleep: wake the process if it still waits."""
+        """Timer callback for receive/sleep: wake the process if it still waits
+        and its deadline has come. A timer a receive left armed may go off
+        before the deadline of a later wait (or during a wait without one):
+        it is armed again for that deadline (or forgotten)."""
         proc: Process = timer.arg
         lock = proc.lock
         lock.acquire()
         if proc.state == WAITING and proc.timer is timer:
+            deadline = proc.deadline
+            if deadline is None:
+                lock.release()
+                return
+            if deadline > time.monotonic():
+                try:
+                    proc.timer = self.timers.add_at(deadline, self.wake_timeout_callback, proc)
+                finally:
+                    lock.release()
+                return
             proc.state = RUNNABLE
             lock.release()
             self.schedule(proc)
         else:
             lock.release()
+
+    def idle_timer(self, timer: Timer) -> bool:
+        """A timer a receive left armed, while its process does not wait on it
+        (statistics() does not count it)."""
+        if timer.callback is not self.wake_timeout_callback:
+            return False
+        proc = timer.arg
+        return proc is not None and proc.deadline is None
 
     def send_after(self, seconds: float, dest: Any, msg: Any, ref: Ref) -> None:
         """Arm a timer that sends ``msg`` to ``dest`` (a pid, or a name resolved

@@ -232,7 +232,11 @@ class Scheduler:
                     lock = proc.lock
                     lock.acquire()
                     timer = proc.timer
-                    if not proc.inbox and (timer is None or timer.state == 0):
+                    # (A timer that went off while it ran: it must look again,
+                    # unless its wait has no deadline: a receive's left-over.)
+                    if not proc.inbox and (
+                        timer is None or timer.state == 0 or proc.deadline is None
+                    ):
                         proc.state = _WAITING
                         lock.release()
                         if proc.inbox:

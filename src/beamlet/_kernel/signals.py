@@ -577,6 +577,34 @@ def add_monitor(rt: Runtime, target: Pid, ref: Ref, watcher: Any) -> bool:
     return True
 
 
+def monitor_and_send(rt: Runtime, proc: Process, ref: Ref, watcher: Pid, item: Any) -> int:
+    """:func:`add_monitor` of ``proc`` by ``watcher``, then the message ``item``
+    to it, under one hold of its lock (call_local). Returns the state found:
+    EXITING or DEAD means neither was taken (the watcher is then owed a
+    ``noproc`` Down, and a message to a dead process is dropped)."""
+    with proc.lock:
+        state = proc.state
+        if state < EXITING:
+            mb = proc.monitored_by
+            if mb is None:
+                proc.monitored_by = {ref: watcher}
+            else:
+                mb[ref] = watcher
+            inbox = proc.inbox
+            if state == WAITING and not inbox:
+                proc.handoff = item  # as put_locked: nothing ahead of it
+            elif inbox is None:
+                proc.inbox = [item]
+            else:
+                inbox.append(item)
+            if state == WAITING:
+                proc.state = RUNNABLE
+                rt.runq.append(proc)
+    if state == WAITING and (rt.idle or current_scheduler() is None):
+        rt.pushed()
+    return state
+
+
 def remove_monitor(rt: Runtime, target: Pid, ref: Ref) -> None:
     """Forget a monitor of a local process (the demonitor signal's arrival)."""
     proc = rt.table.get(target.id)

@@ -5,8 +5,10 @@ Every ``receive`` with a timeout, every ``sleep`` and every ``send_after`` adds 
 its deadline (a ``float`` subclass with three slots, 64 bytes), so the heap
 compares floats in C and needs no (deadline, sequence, timer) tuple per entry.
 A single thread sleeps until the earliest deadline and fires what is due; it is
-woken early only when a new timer becomes the earliest, so a steady stream of
-``call``s (each arming a 5 s timeout and cancelling it) does not wake it.
+woken early only when a new timer becomes the earliest. A receive's timer is
+kept by its process for its next receive (traps.receive, Runtime.wake_timeout),
+so a steady stream of ``call``s arms one timer per timeout period, not one
+per call.
 
 Cancelling marks the timer and drops what it holds (its callback and argument:
 for ``send_after``, the message) at once; the 64-byte shell leaves the heap
@@ -74,7 +76,11 @@ class TimerService:
             self._thread.join(5.0)
 
     def add(self, seconds: float, callback: Callable[[Any], None], arg: Any) -> Timer:
-        t = Timer(_monotonic() + seconds)
+        return self.add_at(_monotonic() + seconds, callback, arg)
+
+    def add_at(self, deadline: float, callback: Callable[[Any], None], arg: Any) -> Timer:
+        """Arm a timer firing at ``deadline`` (``time.monotonic()`` seconds)."""
+        t = Timer(deadline)
         t.callback = callback
         t.arg = arg
         t.state = PENDING
@@ -128,9 +134,14 @@ class TimerService:
         heapq.heapify(self._heap)
         self._cancelled = 0
 
-    def pending(self) -> int:
+    def pending(self, idle: Callable[[Timer], bool] | None = None) -> int:
+        """Armed timers; with ``idle``, not counting those for which it is true
+        (a scan of the heap)."""
         with self._lock:
-            return len(self._heap) - self._cancelled
+            if idle is None:
+                return len(self._heap) - self._cancelled
+            heap = list(self._heap)
+        return sum(1 for t in heap if t.state == PENDING and not idle(t))
 
     def _loop(self) -> None:
         while self._running:

@@ -16,6 +16,7 @@ drain them (:func:`settle`); if one of them dooms the process, yield ``DIE``.
 from __future__ import annotations
 
 import collections
+import time
 import types
 from collections.abc import Callable, Generator
 from itertools import islice
@@ -26,9 +27,9 @@ from beamlet._kernel.kill import NO_EXC, clear_async_exc
 from beamlet._kernel.matching import matches, mentions
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.pool import DONE
-from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Process
+from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Down, Process
 from beamlet._kernel.signals import AliasMsg, WakeSig, drain
-from beamlet._kernel.timers import FIRED, PENDING, Timer
+from beamlet._kernel.timers import FIRED, PENDING
 
 if TYPE_CHECKING:
     from beamlet._kernel.scheduler import Scheduler
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 _WAIT = WAIT
 _YIELD = YIELD
 _DIE = DIE
+_monotonic = time.monotonic
 
 
 def settle(sched: Scheduler, proc: Process) -> bool:
@@ -77,6 +79,30 @@ def take(proc: Process, q: collections.deque[Any], i: int) -> Any:
     if not q:
         proc.queue = None
     return m
+
+
+def flush_down(proc: Process, ref: Any) -> None:
+    """Remove the ``Down`` of monitor ``ref`` if one is queued (demonitor's flush)."""
+    q = proc.queue
+    if q is not None:
+        for i, m in enumerate(q):
+            if type(m) is Down and m.ref == ref:
+                take(proc, q, i)
+                break
+
+
+def arm_timer(rt: Any, proc: Process, deadline: float) -> None:
+    """Make sure ``proc``'s timer goes off by ``deadline``, the deadline of
+    the wait it starts (``proc.deadline``). A process's timer outlives its
+    receive: one that is still armed and goes off no later is kept (a call
+    every few us arms one timer per timeout period, not one per call); one
+    that goes off earlier is armed again for the deadline, by the receive or
+    by Runtime.wake_timeout."""
+    timer = proc.timer
+    if timer is None or timer.state != PENDING or timer > deadline:
+        if timer is not None and timer.state == PENDING:
+            rt.timers.discard(timer)
+        proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
 
 
 def _matches_any(patterns: tuple[Any, ...], m: Any) -> bool:
@@ -171,7 +197,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                     break
             else:
                 pos = proc.mark_pos
-    timer: Timer | None = None
+    deadline: float | None = None
     try:
         while True:
             h = proc.handoff
@@ -204,18 +230,23 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                         return take(proc, q, i)
                     pos = len(q)
             if timeout is not None:
-                if timer is None:
+                # The process's timer outlives the receive (arm_timer). If it
+                # went off before this deadline, it is armed again for it.
+                if deadline is None:
                     if timeout <= 0:
                         raise TimeoutError("receive timed out")
-                    timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout_callback, proc)
-                elif timer.state == FIRED:
-                    raise TimeoutError(f"receive timed out after {timeout} s")
+                    deadline = proc.deadline = _monotonic() + timeout
+                    arm_timer(rt, proc, deadline)
+                else:
+                    timer = proc.timer
+                    if timer is None or timer.state != PENDING:
+                        if _monotonic() >= deadline:
+                            raise TimeoutError(f"receive timed out after {timeout} s")
+                        proc.timer = rt.timers.add_at(deadline, rt.wake_timeout_callback, proc)
             yield _WAIT
     finally:
-        if timer is not None:
-            proc.timer = None
-            if timer.state == PENDING:
-                rt.timers.discard(timer)
+        if deadline is not None:
+            proc.deadline = None  # its timer stays armed, for the next receive
 
 
 @types.coroutine
@@ -231,14 +262,18 @@ def sleep(seconds: float) -> Generator[int, None, None]:
             yield _DIE
         return
     rt = sched.rt
+    old = proc.timer
+    if old is not None and old.state == PENDING:
+        rt.timers.discard(old)  # one a receive left armed
     timer = proc.timer = rt.timers.add(seconds, rt.wake_timeout_callback, proc)
+    proc.deadline = float(timer)
     try:
         while timer.state != FIRED:
             yield _WAIT
             if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
                 yield _DIE
     finally:
-        proc.timer = None
+        proc.timer = proc.deadline = None
         if timer.state == PENDING:
             rt.timers.discard(timer)
 

@@ -15,7 +15,8 @@ that arrives after the caller gave up (timeout, or the server died) is dropped b
 the kernel instead of staying in the caller's mailbox. Because every pattern of
 the call's receive mentions that Ref, the kernel's receive marker skips the
 messages that were queued before the call (a call stays fast with 10,000
-unrelated messages waiting).
+unrelated messages waiting). A call to a local pid does these same steps
+through :func:`beamlet.call_local`, the kernel's one-operation version.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ START = Atom("$start_tag")
 From = tuple[Pid, Any]
 
 _self = beamlet.self
+_call_local = beamlet.call_local
 _monitor = beamlet.monitor
 _demonitor = beamlet.demonitor
 _send = beamlet.send
@@ -64,6 +66,16 @@ async def call(
     if type(server) is Pid:
         if server.id == me.id and server == me:
             raise calling_self(server, me)
+        if server.node is None:
+            # The common case, a local pid: the kernel does the same four steps
+            # below (monitor with alias, send, receive, demonitor) in one go.
+            try:
+                msg = await _call_local(server, SYSTEM if system else GEN_CALL, request, timeout)
+            except TimeoutError:
+                raise CallTimeout(server, timeout or 0.0) from None
+            if type(msg) is Down:
+                raise ServerExit(server, msg.reason)
+            return msg[1]
     elif is_self(server, me):
         raise calling_self(server, me)
     ref = _monitor(server, alias="demonitor")
