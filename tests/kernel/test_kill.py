@@ -518,12 +518,15 @@ def test_a_kill_due_as_a_with_block_ends_never_skips_its_exit():
     ready = threading.Event()
 
     async def holder(parent, lock):
-        with lock:
-            send(parent, "locked")
-            ready.wait()
-        x = 0
-        while True:
-            x += 1
+        try:
+            with lock:
+                send(parent, "locked")
+                ready.wait()
+            x = 0
+            while True:
+                x += 1
+        finally:
+            send(parent, "stopped")  # its code has stopped (DOWN may come first)
 
     async def main():
         me = beamlet.self()
@@ -536,6 +539,7 @@ def test_a_kill_due_as_a_with_block_ends_never_skips_its_exit():
             exit(pid, "kill")  # aimed at once: it runs (blocked in ready.wait)
             ready.set()
             assert (await receive(Down(ref, pid, ANY), timeout=30)).reason == "killed"
+            await receive("stopped", timeout=30)
             held.append(lock.locked())
         return held
 
