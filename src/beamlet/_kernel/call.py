@@ -94,7 +94,7 @@ def call_local(
                 deadline = proc.deadline = _monotonic() + timeout
                 arm_timer(rt, proc, deadline)
             yield _WAIT
-            h = proc.handoff
+            h: Any = proc.handoff  # (changed while it waited: not what was checked above)
             if (
                 type(h) is tuple
                 and len(h) == 2
