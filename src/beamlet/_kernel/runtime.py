@@ -1201,8 +1201,11 @@ class Runtime:
             pending = [proc.handoff, *(pending or ())]
             proc.handoff = NOTHING
         pid = proc.pid
-        # Its name and aliases go first, as on the BEAM: whoever learns of the
-        # death from a link or monitor can register the name again at once.
+        # Its table entry, name and aliases go first, as on the BEAM: whoever
+        # learns of the death from a link or monitor no longer finds it among
+        # processes() and can register the name again at once. (Senders that
+        # find no entry answer as a dead process does, like EXITING ones.)
+        self.table.pop(pid.id, None)
         if proc.name is not None:
             with self.names_lock:
                 if self.names.get(proc.name) == pid:
@@ -1250,7 +1253,6 @@ class Runtime:
         if not proc.zombie:
             proc.coro = None
         proc.queue = None
-        self.table.pop(pid.id, None)
         if pid == self.main_pid:
             if is_atom(reason, NORMAL):
                 self.main_outcome = (True, proc.result)
