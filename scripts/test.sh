@@ -49,3 +49,72 @@ if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1;
       tests/kernel/test_timers.py
   done
 fi
+# Free-threaded CPython 3.13t (no GIL): races the GIL hides show there one run in
+# a few, so the kernel, preemption, process_info and OTP tests run in rounds, until
+# BEAMLET_FT_ROUNDS rounds or BEAMLET_FT_BUDGET seconds (at least 3 rounds).
+# The interpreter is built (~3 min, then cached in ~/.cache/beamlet-python-ft) by
+# the shared tool python-ft.sh, looked for beside the clone (../shared/tools) and
+# in /work/shared/tools; BEAMLET_PYTHON_FT=/path/to/python3.13t uses that one
+# instead. Best effort set-up (no tool, a failed build: skipped, said so), but a
+# failing test fails the run.
+# Its venv gets the test tools only: the newest hypothesis and mypy have no wheels
+# for 3.13t and their sdists need a Rust toolchain, so hypothesis is taken as a
+# wheel (--only-binary: the newest version that has one) and mypy is left out
+# (it runs on the main venv).
+ft_status=0
+if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
+  ft_py=${BEAMLET_PYTHON_FT:-}
+  if [ -z "$ft_py" ]; then
+    ft_tool=
+    for t in ../shared/tools/python-ft.sh /work/shared/tools/python-ft.sh; do
+      if [ -f "$t" ]; then ft_tool=$t; break; fi
+    done
+    if [ -z "$ft_tool" ]; then
+      echo "no python-ft.sh in ../shared/tools or /work/shared/tools: skipping the free-threaded tests"
+    else
+      echo "== free-threaded CPython 3.13t from $ft_tool (built once, ~3 min, then cached)"
+      ft_py=$(bash "$ft_tool" | tail -n 1) || ft_py=
+      [ -n "$ft_py" ] || echo "$ft_tool failed: skipping the free-threaded tests"
+    fi
+  fi
+  venv=.venv-3.13t
+  if [ -n "$ft_py" ] && { [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; }; then
+    rm -rf "$venv"
+    if ! { "$ft_py" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e . \
+        "pytest>=8,<10" "pytest-timeout>=2.2,<3" "hypothesis>=6.100,<7" \
+        --only-binary hypothesis && touch "$venv/.installed"; }; then
+      echo "could not set up $venv from $ft_py: skipping the free-threaded tests"
+      ft_py=
+    fi
+  fi
+  if [ -n "$ft_py" ]; then
+    if ! "$venv/bin/python" -c 'import sys, beamlet; sys.exit(sys._is_gil_enabled())'; then
+      echo "the GIL is on after import beamlet on $ft_py"
+      ft_status=1
+    fi
+    rounds=${BEAMLET_FT_ROUNDS:-20}
+    budget=${BEAMLET_FT_BUDGET:-210}
+    echo "== kernel, preemption and OTP tests on free-threaded $("$venv/bin/python" -V):" \
+      "up to $rounds rounds or ${budget}s"
+    ft_start=$SECONDS
+    ft_failed=0
+    done_rounds=0
+    ft_log=$(mktemp)
+    for i in $(seq 1 "$rounds"); do
+      if [ "$i" -gt 3 ] && [ $((SECONDS - ft_start)) -ge "$budget" ]; then break; fi
+      if ! "$venv/bin/python" -m pytest -q -p no:cacheprovider -x --timeout 60 tests/semantics \
+          tests/otp tests/test_preemption.py tests/test_kill.py tests/test_receive.py \
+          tests/test_timers.py tests/test_process_info.py >"$ft_log" 2>&1; then
+        echo "-- round $i failed:"
+        sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300
+        grep -E '^(FAILED|ERROR)' "$ft_log" || tail -n 20 "$ft_log"
+        ft_failed=$((ft_failed + 1))
+      fi
+      done_rounds=$i
+    done
+    rm -f "$ft_log"
+    echo "free-threaded: $((done_rounds - ft_failed)) of $done_rounds rounds passed in $((SECONDS - ft_start))s"
+    [ "$ft_failed" = 0 ] || ft_status=1
+  fi
+fi
+exit "$ft_status"

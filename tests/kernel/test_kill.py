@@ -64,7 +64,10 @@ def test_a_process_killed_before_it_first_runs_never_runs():
         await assert_no_message("I ran", timeout=0.05)
         return down.reason
 
-    assert run(main, schedulers=1) == "killed"
+    # max_threads=1: no other thread may run it meanwhile (main, descheduled by
+    # a loaded machine for 2 ms between the two calls, looked stuck to sysmon,
+    # which brought in a thread that ran the tattler: free-threaded, 1 in 20).
+    assert run(main, schedulers=1, max_threads=1) == "killed"
 
 
 def test_a_kill_sent_before_a_runaway_first_runs_stops_it():

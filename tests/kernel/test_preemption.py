@@ -449,3 +449,48 @@ def test_sysmon_never_parks_for_good_while_a_scheduler_is_between_two_steps(mome
         rt.shutdown(grace=5)
         stand_in_done.set()
         coro.close()
+
+
+def test_run_keeps_pursuing_a_process_declared_dead_until_its_code_stops():
+    """A killed process whose code runs on is declared dead after 20 ms (its
+    DOWN goes out), and sysmon keeps aiming the kill at it. If main returns
+    then, the shutdown must go on pursuing it for its grace period rather than
+    stop the killer and wait 5 s per such thread for code that nothing stops
+    any more (free-threaded, with more runaways than cores, kills often take
+    longer than 20 ms: a test's run() waited 5 s for each of 20 runaways)."""
+    from beamlet._kernel.runtime import current_runtime
+
+    give_up = threading.Event()  # only if it was never stopped: do not leak a spinning thread
+    stopped = threading.Event()
+
+    async def stubborn(parent):
+        rt = current_runtime()
+        late_kills = 0
+        send(parent, "started")
+        try:
+            while not give_up.is_set():
+                try:
+                    while not give_up.is_set():
+                        pass
+                except BaseException:
+                    # Once run() has seen every process leave the table (this
+                    # one included), the second kill stops it: one aimed after
+                    # that (the first may have been aimed just before).
+                    if rt.stopping and not rt.table:
+                        late_kills += 1
+                        if late_kills == 2:
+                            raise
+        finally:
+            stopped.set()
+
+    async def main():
+        pid, ref = spawn_monitor(stubborn, beamlet.self())
+        await receive("started", timeout=30)
+        exit(pid, "kill")
+        return (await receive(Down(ref, pid, ANY), timeout=30)).reason  # declared dead
+
+    try:
+        assert run(main) == "killed"
+        assert stopped.is_set(), "run() returned while the killed process's code still ran"
+    finally:
+        give_up.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from tests.conftest import run
 
 import beamlet
@@ -186,3 +188,43 @@ def test_process_info_never_reads_a_running_threads_frames_on_a_free_threaded_bu
     assert running["memory"] > 0
     names = [f.name for f in waiting["current_stacktrace"]]
     assert names[0] == "parked_in_receive" and "receive" in names[-1]
+
+
+def test_a_process_is_gone_from_processes_once_its_down_arrives():
+    """A DOWN (or an exit signal) tells of a death after the fact: the dead
+    process is no longer among processes() nor counted by statistics(). The
+    table entry went last, after every link and monitor had been told, and a
+    watcher on another core could see its dead target listed."""
+    from beamlet._kernel.runtime import current_runtime
+    from beamlet.terms import Atom, Pid
+
+    checked = threading.Event()
+    seen = []
+
+    async def quick():
+        return None
+
+    async def main():
+        rt = current_runtime()
+        me = beamlet.self()
+        # A second watcher, on another node: telling it goes through the
+        # distribution hook, which waits here until main has looked.
+        far = Pid(1, node=Atom("far@nowhere"))
+
+        def remote(pid, item, sender):
+            if pid == far:
+                checked.wait(30)
+
+        rt.remote = remote
+        pid, ref = beamlet.spawn_monitor(quick)
+        assert rt.add_monitor(pid, rt.make_ref(), far)
+        await receive(Down(ref, pid, ANY), timeout=30)
+        seen.append((pid in beamlet.processes(), beamlet.statistics().processes))
+        checked.set()
+        return me
+
+    try:
+        run(main, schedulers=2)
+    finally:
+        checked.set()
+    assert seen == [(False, 1)]

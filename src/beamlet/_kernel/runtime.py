@@ -163,8 +163,14 @@ class Runtime(Scheduling):
             self.schedule(self.diverted.popleft())
         for proc in list(self.table.values()):
             self.deliver(proc.pid, ExitSig(None, KILL, False))
+        deadline = time.monotonic() + grace
         with self.empty:
             self.empty.wait_for(lambda: not self.table, grace)
+        # Processes declared dead while their code ran on (sysmon.py) are out
+        # of the table already: sysmon keeps aiming the kill at them until
+        # their code stops; give them the rest of the grace period for it.
+        while self.killing and time.monotonic() < deadline:
+            time.sleep(self.sysmon.tick)
         stuck = [p.pid for p in list(self.table.values())]
         with self.idle_lock, self.sched_lock:
             self.stopped = True
@@ -174,9 +180,12 @@ class Runtime(Scheduling):
         self.killer.stop()
         for s in self.schedulers:
             s.parker.unpark()
+        # One deadline for all: a thread still running the code of a process
+        # declared dead would otherwise cost 5 s each.
+        joined_by = time.monotonic() + (0 if stuck or self.killing else 5.0)
         for s in self.schedulers:
             if s.thread is not None and s.thread is not threading.current_thread():
-                s.thread.join(0 if stuck else 5.0)
+                s.thread.join(max(0.0, joined_by - time.monotonic()))
         self.timers.stop()
         self.pool.shutdown()
         return stuck

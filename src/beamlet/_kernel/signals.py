@@ -738,8 +738,11 @@ def finish(rt: Runtime, proc: Process, reason: Any) -> None:
         pending = [proc.handoff, *(pending or ())]
         proc.handoff = NOTHING
     pid = proc.pid
-    # Its name and aliases go first, as on the BEAM: whoever learns of the
-    # death from a link or monitor can register the name again at once (REG-2).
+    # Its table entry, name and aliases go first, as on the BEAM: whoever
+    # learns of the death from a link or monitor no longer finds it among
+    # processes() and can register the name again at once (REG-2). (Senders
+    # that find no entry answer as a dead process does, like EXITING ones.)
+    rt.table.pop(pid.id, None)
     if proc.name is not None:
         rt.release_name(proc.name, pid)
     if proc.aliases:
