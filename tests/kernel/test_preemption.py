@@ -458,7 +458,7 @@ def test_run_keeps_pursuing_a_process_declared_dead_until_its_code_stops():
     stop the killer and wait 5 s per such thread for code that nothing stops
     any more (free-threaded, with more runaways than cores, kills often take
     longer than 20 ms: a test's run() waited 5 s for each of 20 runaways)."""
-    from beamlet._kernel.runtime import current_runtime
+    from beamlet._kernel.context import current_runtime
 
     give_up = threading.Event()  # only if it was never stopped: do not leak a spinning thread
     stopped = threading.Event()

@@ -195,7 +195,9 @@ def test_a_process_is_gone_from_processes_once_its_down_arrives():
     process is no longer among processes() nor counted by statistics(). The
     table entry went last, after every link and monitor had been told, and a
     watcher on another core could see its dead target listed."""
-    from beamlet._kernel.runtime import current_runtime
+    from beamlet._kernel import signals
+    from beamlet._kernel.context import current_runtime
+    from beamlet._kernel.runtime import NoDistribution
     from beamlet.terms import Atom, Pid
 
     checked = threading.Event()
@@ -211,13 +213,14 @@ def test_a_process_is_gone_from_processes_once_its_down_arrives():
         # distribution hook, which waits here until main has looked.
         far = Pid(1, node=Atom("far@nowhere"))
 
-        def remote(pid, item, sender):
-            if pid == far:
-                checked.wait(30)
+        class Far(NoDistribution):
+            def route(self, pid, item, sender):
+                if pid == far:
+                    checked.wait(30)
 
-        rt.remote = remote
+        rt.distribution = Far(rt)
         pid, ref = beamlet.spawn_monitor(quick)
-        assert rt.add_monitor(pid, rt.make_ref(), far)
+        assert signals.add_monitor(rt, pid, rt.make_ref(), far)
         await receive(Down(ref, pid, ANY), timeout=30)
         seen.append((pid in beamlet.processes(), beamlet.statistics().processes))
         checked.set()
