@@ -46,7 +46,7 @@ if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1;
     echo "== kernel, preemption and OTP tests on Python $full"
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/kernel/semantics tests/otp \
       tests/kernel/test_preemption.py tests/kernel/test_kill.py tests/kernel/test_receive.py \
-      tests/kernel/test_timers.py
+      tests/kernel/test_timers.py tests/kernel/test_inbox.py tests/kernel/test_call_local.py
   done
 fi
 # Free-threaded CPython 3.13t (no GIL): races the GIL hides show there one run in
@@ -102,9 +102,11 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
     ft_log=$(mktemp)
     for i in $(seq 1 "$rounds"); do
       if [ "$i" -gt 3 ] && [ $((SECONDS - ft_start)) -ge "$budget" ]; then break; fi
-      if ! "$venv/bin/python" -m pytest -q -p no:cacheprovider -x --timeout 60 tests/semantics \
-          tests/otp tests/test_preemption.py tests/test_kill.py tests/test_receive.py \
-          tests/test_timers.py tests/test_process_info.py >"$ft_log" 2>&1; then
+      if ! "$venv/bin/python" -m pytest -q -p no:cacheprovider -x --timeout 60 \
+          tests/kernel/semantics tests/otp tests/kernel/test_preemption.py \
+          tests/kernel/test_kill.py tests/kernel/test_receive.py tests/kernel/test_timers.py \
+          tests/kernel/test_process_info.py tests/kernel/test_inbox.py \
+          tests/kernel/test_call_local.py >"$ft_log" 2>&1; then
         echo "-- round $i failed:"
         sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300
         grep -E '^(FAILED|ERROR)' "$ft_log" || tail -n 20 "$ft_log"
