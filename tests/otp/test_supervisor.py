@@ -306,7 +306,11 @@ def test_children_given_as_classes_pairs_and_dicts():
         return ev, await count_children(sup)
 
     ev, counts = logged(main)
-    assert ev == [("started", "cls"), ("body", "fn"), ("started", "dict")]
+    # Children start in order; a plain function's child is running once started,
+    # but what it does first may come after the next child's init (two
+    # schedulers run them at the same time).
+    assert sorted(ev) == sorted([("started", "cls"), ("body", "fn"), ("started", "dict")])
+    assert ev.index(("started", "cls")) < ev.index(("started", "dict"))
     assert counts["active"] == 3
 
 
