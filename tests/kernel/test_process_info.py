@@ -204,7 +204,7 @@ def test_a_process_is_gone_from_processes_once_its_down_arrives():
     seen = []
 
     async def quick():
-        return None
+        await receive("go")  # not before both monitors are in place
 
     async def main():
         rt = current_runtime()
@@ -221,6 +221,7 @@ def test_a_process_is_gone_from_processes_once_its_down_arrives():
         rt.distribution = Far(rt)
         pid, ref = beamlet.spawn_monitor(quick)
         assert signals.add_monitor(rt, pid, rt.make_ref(), far)
+        send(pid, "go")
         await receive(Down(ref, pid, ANY), timeout=30)
         seen.append((pid in beamlet.processes(), beamlet.statistics().processes))
         checked.set()
