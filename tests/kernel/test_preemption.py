@@ -471,7 +471,10 @@ def test_run_keeps_pursuing_a_process_declared_dead_until_its_code_stops():
             while not give_up.is_set():
                 try:
                     while not give_up.is_set():
-                        pass
+                        # Mostly blocked, it gets a core at once when it wakes:
+                        # a busy loop at a runaway's low priority could wait
+                        # seconds for one on a loaded machine, past the grace.
+                        time.sleep(0.001)
                 except BaseException:
                     # Once run() has seen every process leave the table (this
                     # one included), the second kill stops it: one aimed after
