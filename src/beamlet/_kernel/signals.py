@@ -179,16 +179,10 @@ class AliasMsg:
         return f"AliasMsg({self.ref!r}, {self.msg!r})"
 
 
-Signal = ExitSig | LinkSig | UnlinkSig | MonitorSig | DemonitorSig | DownSig | MarkSig | WakeSig
 #: Every kind of non-message item an inbox can hold.
 SIGNALS: Final = frozenset(
     (ExitSig, LinkSig, UnlinkSig, MonitorSig, DemonitorSig, DownSig, MarkSig, WakeSig, AliasMsg)
 )
-
-
-def is_signal(item: Any) -> bool:
-    """Whether an inbox item is a signal (else it is a message)."""
-    return type(item) in SIGNALS
 
 
 def is_atom(reason: Any, atom: Atom) -> bool:
