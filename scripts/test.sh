@@ -110,7 +110,6 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
           tests/kernel/test_kill.py tests/kernel/test_receive.py tests/kernel/test_timers.py \
           tests/kernel/test_process_info.py tests/kernel/test_inbox.py \
           tests/kernel/test_call_local.py \
-          --deselect tests/kernel/semantics/test_exits.py::test_a_crash_propagates_along_a_chain_of_links \
           >"$ft_log" 2>&1; then
         echo "-- round $i failed:"
         sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300

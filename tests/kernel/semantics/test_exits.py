@@ -136,6 +136,9 @@ def test_a_crash_propagates_along_a_chain_of_links():
 
     async def link_chain(n, parent):
         if n == 0:
+            # It reports itself: the ("child", ...) messages of the others come
+            # from different senders, in no set order (MSG-1 orders one pair).
+            send(parent, ("bottom", beamlet.self()))
             await receive("go")
             raise ValueError("bottom")
         child = spawn_link(link_chain, n - 1, parent)
@@ -144,9 +147,9 @@ def test_a_crash_propagates_along_a_chain_of_links():
 
     async def main():
         top, ref = spawn_monitor(link_chain, 5, beamlet.self())
-        bottom = None
         for _ in range(5):
-            _, bottom = await receive(("child", ANY), timeout=30)
+            await receive(("child", ANY), timeout=30)
+        _, bottom = await receive(("bottom", ANY), timeout=30)
         send(bottom, "go")
         reason = (await receive(Down(ref, top, ANY), timeout=30)).reason
         return type(reason), str(reason)
