@@ -40,11 +40,23 @@ _DIE = DIE
 _monotonic = time.monotonic
 
 
-def settle(sched: Scheduler, proc: Process) -> bool:
+#: A receive counts a reduction; every RECEIVE_BUDGET-th one yields first
+#: (a power of two).
+RECEIVE_BUDGET = 256
+_BUDGET_MASK = RECEIVE_BUDGET - 1
+
+
+def settle(proc: Process) -> bool:
     """The step after every resume, once signals are pending (the caller checks
     ``proc.inbox or proc.handoff is not NOTHING``, cheaply, first): apply them
     (signals.drain). True if one of them dooms the process (the caller then
-    yields ``DIE``). Masked: a kill must not cut the rules in half (kill.py)."""
+    yields ``DIE``). Masked: a kill must not cut the rules in half (kill.py).
+
+    The scheduler is looked up here, not passed from before a wait: a process
+    may resume on another scheduler's thread than the one it waited on (work
+    stealing), and masking or clearing a kill on that one would act on a
+    thread that runs somebody else."""
+    sched: Scheduler = current_scheduler()  # type: ignore[assignment]  # (in a process)
     sched.masked_depth += 1
     try:
         if sched.rt.async_kills and (sched.kill_pending or not GIL):
@@ -160,6 +172,13 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
     if sched is None or sched.current is None or sched.closing:
         raise cannot_wait("receive", sched)
     proc: Process = sched.current
+    r = proc.reductions + 1
+    proc.reductions = r
+    if not r & _BUDGET_MASK:
+        # A process that keeps finding messages never waits; as the BEAM
+        # preempts one that has spent its reductions, it goes to the back of
+        # the run queue now and then, so that what is queued behind it runs.
+        yield _YIELD
     q = proc.queue
     if not patterns and q and not proc.inbox and proc.handoff is NOTHING:
         # Fast path: take the oldest queued message (no signal is pending).
@@ -215,7 +234,7 @@ def receive(*patterns: Any, timeout: float | None = None) -> Generator[int, None
                     if mark is not None:
                         proc.mark_ref = None
                     return m
-            if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(proc):
                 yield _DIE
             q = proc.queue
             if q is not None:
@@ -258,7 +277,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
     proc: Process = sched.current
     if seconds <= 0:
         yield _YIELD
-        if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
+        if (proc.inbox or proc.handoff is not NOTHING) and settle(proc):
             yield _DIE
         return
     rt = sched.rt
@@ -270,7 +289,7 @@ def sleep(seconds: float) -> Generator[int, None, None]:
     try:
         while timer.state != FIRED:
             yield _WAIT
-            if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(proc):
                 yield _DIE
     finally:
         proc.timer = proc.deadline = None
@@ -304,7 +323,7 @@ def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int
     try:
         while job.state < DONE:
             yield _WAIT
-            if (proc.inbox or proc.handoff is not NOTHING) and settle(sched, proc):
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(proc):
                 yield _DIE
         return job.outcome()
     finally:
