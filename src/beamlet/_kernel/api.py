@@ -187,6 +187,8 @@ def send(dest: Any, msg: Any) -> Any:
                 if proc.state == WAITING:
                     signals.wake(rt, proc)
             else:
+                s = current_scheduler()
+                q = rt.runq if s is None else s.pushq
                 with proc.lock:
                     state = proc.state
                     if state == WAITING:
@@ -195,14 +197,14 @@ def send(dest: Any, msg: Any) -> Any:
                         else:
                             proc.handoff = item
                         proc.state = RUNNABLE
-                        rt.runq.append(proc)
+                        q.append(proc)
                     elif state < EXITING:
                         if proc.inbox is None:
                             proc.inbox = [item]
                         else:
                             proc.inbox.append(item)
-                if state == WAITING and (rt.idle or current_scheduler() is None):
-                    rt.pushed()
+                if state == WAITING and (rt.idle or s is None):
+                    rt.pushed(q, s)
         # A message to a dead process is dropped; a message never kills, so
         # there is no running process to stop (signals.exit_running).
         return msg

@@ -265,7 +265,7 @@ def statistics(rt: Runtime) -> Statistics:
         held_by_runaways=held,
         spare=len(rt.spares),
         idle=len(rt.idle),
-        run_queue=len(rt.runq) + len(rt.diverted),
+        run_queue=rt.queued() + len(rt.diverted),
         processes=len(rt.table),
         hand_offs=mon.hand_offs,
         kills_pending=len(rt.killing),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Final, NamedTuple
 
+from beamlet._kernel.parker import GIL
 from beamlet.terms import Pid, Ref
 
 # Process states. A sender may only move WAITING -> RUNNABLE (under the lock);
@@ -34,13 +35,24 @@ _N_STRIPES: Final = 256
 _STRIPES: Final = tuple(threading.Lock() for _ in range(_N_STRIPES))
 
 
-def stripe_lock(n: int) -> threading.Lock:
-    """The lock guarding the inbox and state of the process numbered ``n``.
+if GIL:
 
-    Locks are striped: a per-process lock would cost ~100 bytes on CPython < 3.13,
-    and the kernel never holds two process locks at once, so sharing is safe.
-    """
-    return _STRIPES[n % _N_STRIPES]
+    def stripe_lock(n: int) -> threading.Lock:
+        """The lock guarding the inbox and state of the process numbered ``n``.
+
+        Locks are striped: a per-process lock would cost ~100 bytes on CPython
+        < 3.13, and the kernel never holds two process locks at once, so
+        sharing is safe.
+        """
+        return _STRIPES[n % _N_STRIPES]
+
+else:
+
+    def stripe_lock(n: int) -> threading.Lock:
+        """A lock of its own for each process on a free-threaded build: a lock
+        is a one-byte mutex there, and a shared one is a reference count that
+        every scheduler's thread updates (cross-core traffic on each spawn)."""
+        return threading.Lock()
 
 
 class _Nothing:

@@ -42,10 +42,11 @@ from beamlet._kernel.process import (
     BadArg,
     Process,
 )
-from beamlet._kernel.scheduler import Scheduler, Scheduling, default_schedulers
+from beamlet._kernel.scheduler import PID_BLOCK, Scheduler, Scheduling, default_schedulers
 from beamlet._kernel.signals import KILL, NOCONNECTION, NORMAL, DownSig, ExitSig
 from beamlet._kernel.signals import MonitorSig as _MonitorSig
 from beamlet._kernel.sysmon import Sysmon
+from beamlet._kernel.table import ProcessTable, make_table
 from beamlet._kernel.throttle import Throttle
 from beamlet._kernel.timers import PENDING, Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
@@ -119,7 +120,7 @@ class Runtime(Scheduling):
         self.init_scheduling(
             schedulers if schedulers is not None else default_schedulers(), max_threads
         )
-        self.table: dict[int, Process] = {}
+        self.table: ProcessTable = make_table(sharded=not GIL)
         self.names: dict[Any, Pid] = {}
         self.names_lock = threading.Lock()
         self.sysmon = Sysmon(self)
@@ -133,7 +134,12 @@ class Runtime(Scheduling):
         self.pool = BlockingPool(blocking_threads)
         self.stopping = False
         self.timers = TimerService(self._timer_error)
-        self.next_pid = counter(1)
+        # Pid numbers: one counter under the GIL; without it, blocks of
+        # PID_BLOCK numbers that each scheduler takes for its own spawns, so a
+        # spawn takes no shared lock (pid_number).
+        self.next_pid = counter(1) if GIL else self._outside_pid
+        self.next_pid_block = counter(1)
+        self.outside_pids = [0, 0]  # [next, end] of the block spawns off schedulers take from
         self.next_ref = counter(1)
         self.aliases: dict[Ref, Pid] = {}  # active alias -> its owner
         self.send_timers: dict[Ref, SendTimer] = {}  # send_after timers by their ref
@@ -215,7 +221,7 @@ class Runtime(Scheduling):
             raise RuntimeError("the beamlet runtime is shutting down")
         sched = current_scheduler()
         if sched is None or parent is None:
-            return self._spawn(fn, args, parent, link, monitor, is_main)
+            return self._spawn(fn, args, parent, link, monitor, is_main, None)
         # Masked: a kill must not leave a half-made process (kill.py; as in
         # traps.settle, inline: both are hot).
         sched.masked_depth += 1
@@ -223,7 +229,7 @@ class Runtime(Scheduling):
             if self.async_kills and (sched.kill_pending or not GIL):
                 with sched.kill_lock:
                     clear_async_exc(sched.ident, NO_EXC)
-            return self._spawn(fn, args, parent, link, monitor, is_main)
+            return self._spawn(fn, args, parent, link, monitor, is_main, sched)
         finally:
             sched.masked_depth -= 1
 
@@ -235,9 +241,17 @@ class Runtime(Scheduling):
         link: bool,
         monitor: bool,
         is_main: bool,
+        sched: Scheduler | None,
     ) -> tuple[Pid, Ref | None]:
         coro = make_coroutine(fn, args)
-        n = self.next_pid()
+        if sched is None or GIL:
+            n = self.next_pid()
+        else:
+            n = sched.pid_next
+            if n == sched.pid_end:
+                n = self.next_pid_block() * PID_BLOCK
+                sched.pid_end = n + PID_BLOCK
+            sched.pid_next = n + 1
         pid = Pid(n)
         proc = Process(pid, coro)
         proc.initial_call = fn  # formatted by introspection.initial_call() when asked
@@ -262,6 +276,17 @@ class Runtime(Scheduling):
             self.main_pid = pid
         self.schedule(proc)
         return pid, ref
+
+    def _outside_pid(self) -> int:
+        """A pid number for a spawn off the schedulers, free-threaded."""
+        with self.pid_lock:
+            block = self.outside_pids
+            n = block[0]
+            if n == block[1]:
+                n = self.next_pid_block() * PID_BLOCK
+                block[1] = n + PID_BLOCK
+            block[0] = n + 1
+        return n
 
     def lookup(self, pid: Pid) -> Process | None:
         """The record of a live local process, or None."""

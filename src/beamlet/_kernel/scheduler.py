@@ -75,6 +75,15 @@ RUNAWAY_NICE = 19
 #: (``run(max_threads=)``): each runaway holds a thread until it yields or dies.
 DEFAULT_MAX_THREADS = 2048
 
+#: With a run queue per scheduler, a scheduler looks at the runtime's queue
+#: (pushes from threads that are not schedulers: timers, the pool, the
+#: distribution) first once every this many processes it runs, as the BEAM's
+#: and Go's schedulers look at their global queues.
+GLOBAL_EVERY = 61
+
+#: Pid numbers a scheduler takes at once (Runtime.pid_number).
+PID_BLOCK = 256
+
 _RUNNABLE = RUNNABLE
 _RUNNING = RUNNING
 _WAITING = WAITING
@@ -110,10 +119,17 @@ class Scheduler:
         "masked_depth",
         "native_id",
         "parker",
+        "pid_end",
+        "pid_next",
+        "pushq",
         "rt",
         "runaway_code",
+        "runq",
         "seen",
         "seen_reductions",
+        "steal_at",
+        "steals",
+        "stuck_cpu",
         "stuck_for",
         "thread",
         "tstate",
@@ -132,6 +148,17 @@ class Scheduler:
         self.cpu_clock: int | None = None  # its thread's CPU-time clock (sysmon charges it)
         self.cpu_seen = 0.0
         self.handed_off = False  # replaced by another thread while its process ran on
+        # Its run queue: its own with several schedulers, the runtime's one
+        # queue with one (Scheduling.init_scheduling). It pushes to ``pushq``:
+        # its own queue, or the runtime's while it is handed off (its thread
+        # then serves a runaway, not the queue).
+        self.runq: collections.deque[Process] = rt.runq if rt.one_queue else collections.deque()
+        self.pushq = self.runq
+        self.steal_at = index + 1  # where its next look at the others' queues starts
+        self.steals = 0  # processes it took from other schedulers' queues
+        # Its block of pid numbers (Runtime.pid_number): spawns take no shared lock.
+        self.pid_next = 0
+        self.pid_end = 0
         self.first: Process | None = None  # a diverted process to run first (Runtime.divert)
         self.runaway_code: Any = None  # the code its runaway runs (Runtime.runaway_codes)
         # Killing the running process (kill.py): the killer holds kill_lock.
@@ -143,6 +170,7 @@ class Scheduler:
         self.seen: Process | None = None
         self.seen_reductions = 0
         self.stuck_for = 0.0
+        self.stuck_cpu = 0.0  # its thread's CPU time when sysmon first saw ``seen`` run
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -153,7 +181,11 @@ class Scheduler:
     def loop(self) -> None:
         """Run processes until the runtime stops. The kernel's hot loop."""
         rt = self.rt
-        popleft = rt.runq.popleft
+        runq = self.runq
+        popleft = runq.popleft
+        grunq = rt.runq  # the runtime's queue: pushes from threads that are not schedulers
+        one_queue = runq is grunq
+        countdown = GLOBAL_EVERY
         scheduler_var.set(self)
         self.ident = threading.get_ident()
         self.native_id = threading.get_native_id()
@@ -163,7 +195,6 @@ class Scheduler:
         schedule = rt.schedule
         asynchronous_kills = rt.killer.asynchronous
         runaway_codes = rt.runaway_codes
-        runq = rt.runq
         free_threaded = not GIL
         kill_lock = self.kill_lock
         while True:
@@ -178,13 +209,32 @@ class Scheduler:
                     if self.retire():
                         return
                     continue  # rejoined, or woken as a spare (maybe with a first process)
-                try:
-                    proc = popleft()
-                except IndexError:
-                    if self.idle():
-                        return
-                    continue
-                if runaway_codes and runq and proc.coro.cr_code in runaway_codes and rt.divert_ok:
+                proc = None
+                if not one_queue:
+                    # Its own queue first; the runtime's one now and then
+                    # (timers, other threads) so that a scheduler never out of
+                    # work of its own cannot starve what lands there.
+                    countdown -= 1
+                    if not countdown:
+                        countdown = GLOBAL_EVERY
+                        if grunq:
+                            with contextlib.suppress(IndexError):
+                                proc = grunq.popleft()
+                if proc is None:
+                    try:
+                        proc = popleft()
+                    except IndexError:
+                        proc = None if one_queue else self.find_work()
+                        if proc is None:
+                            if self.idle():
+                                return
+                            continue
+                if (
+                    runaway_codes
+                    and (runq or grunq)
+                    and proc.coro.cr_code in runaway_codes
+                    and rt.divert_ok
+                ):
                     # It runs the code of a process that never yields, and work
                     # waits behind it: it gets a thread of its own (sysmon
                     # starts one) instead of holding this one.
@@ -271,6 +321,38 @@ class Scheduler:
                     log_crash(proc, exc)
                 finish(proc, exc)
 
+    def find_work(self) -> Process | None:
+        """Its own queue is empty: the runtime's queue, then the others' queues
+        (work stealing: half of the first non-empty one, oldest first, so the
+        work spreads in one go)."""
+        rt = self.rt
+        with contextlib.suppress(IndexError):
+            return rt.runq.popleft()
+        schedulers = rt.schedulers
+        n = len(schedulers)
+        start = self.steal_at
+        self.steal_at = start + 1
+        mine = self.runq
+        for i in range(n):
+            victim = schedulers[(start + i) % n]
+            q = victim.runq
+            if victim is self or not q:
+                continue
+            first = None
+            for _ in range((len(q) + 1) // 2):
+                try:
+                    proc = q.popleft()
+                except IndexError:
+                    break
+                if first is None:
+                    first = proc
+                else:
+                    mine.append(proc)
+            if first is not None:
+                self.steals += 1
+                return first
+        return None
+
     def doomed(self, proc: Process) -> bool:
         """Before resuming ``proc``: apply the signals it got while queued; if it
         must die of one, close it instead (it does not run). True if it died."""
@@ -343,11 +425,13 @@ class Scheduler:
             # get its priority back leaves the pool instead.
             with rt.sched_lock:
                 self.handed_off = False
+                self.pushq = self.runq
                 rt.schedulers = [s for s in rt.schedulers if s is not self]
             self.leave_no_work_behind()
             return True
         with rt.sched_lock:
             self.handed_off = False
+            self.pushq = self.runq
             if rt.active < rt.n_schedulers:
                 rt.active += 1
                 return False
@@ -362,6 +446,7 @@ class Scheduler:
         that woke a watcher as its runaway died) was pushed without waking
         anyone, since a scheduler comes back for its own pushes. Wake one."""
         rt = self.rt
+        rt.requeue(self)
         if rt.runq:
             rt.wake_idle()
             rt.sysmon.poke()
@@ -388,7 +473,9 @@ class Scheduler:
             rt.idle.append(self)
         # A push by a non-scheduler thread appends, then takes idle_lock to look
         # for an idle scheduler: either it saw us above, or we see its push here.
-        if rt.runq:
+        # (A scheduler's push to its own queue needs no wake-up: it comes back
+        # for it; one that finds us idle wakes us to steal.)
+        if rt.queued():
             poke = False
             with rt.idle_lock:
                 left = self in rt.idle
@@ -421,9 +508,14 @@ class Scheduling:
     def init_scheduling(self, n: int, max_threads: int | None) -> None:
         if n < 1:
             raise ValueError("schedulers must be at least 1")
-        # The run queue needs no lock: deque.append/popleft are atomic (and
-        # documented thread-safe, free-threaded builds included).
+        # The run queues need no lock: deque.append/popleft are atomic (and
+        # documented thread-safe, free-threaded builds included). With one
+        # scheduler every thread shares this one queue (the hand-off's extra
+        # threads too); with several, each has its own (Scheduler.runq) and
+        # this one takes the pushes of threads that are not schedulers.
         self.runq: collections.deque[Process] = collections.deque()
+        self.one_queue = n == 1
+        self.pid_lock = threading.Lock()
         self.idle: list[Scheduler] = []
         self.idle_lock = threading.Lock()
         self.n_schedulers = n
@@ -455,12 +547,9 @@ class Scheduling:
             if s.handed_off or self.stopped:
                 return
             s.handed_off = True
+            s.pushq = self.runq
             self.active -= 1
             self.sysmon.hand_offs += 1
-            code = getattr(s.current.coro, "cr_code", None) if s.current is not None else None
-            if code is not None and s.runaway_code is None:
-                s.runaway_code = code
-                self.runaway_codes[code] = self.runaway_codes.get(code, 0) + 1
             # Under the GIL every runnable thread competes for it: make it
             # change hands more often, and lower the runaway's OS priority so
             # the others win it more often. Both before the new thread starts:
@@ -470,6 +559,43 @@ class Scheduling:
                 os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
             self.throttle.add(s.ident)
             self._bring_in(self.n_schedulers - self.active)
+        # What waited in its own queue goes where the other threads find it.
+        self.requeue(s)
+
+    def requeue(self, s: Scheduler) -> None:
+        """Move what waits in ``s``'s own queue to the runtime's (it is handed
+        off, or parks as a spare); wake a scheduler for it."""
+        q = s.runq
+        if q is self.runq or not q:
+            return
+        grunq = self.runq
+        while True:
+            try:
+                grunq.append(q.popleft())
+            except IndexError:
+                break
+        self.wake_idle()
+
+    def queued(self) -> int:
+        """Processes waiting in the run queues."""
+        if self.one_queue:
+            return len(self.runq)
+        return len(self.runq) + sum(len(s.runq) for s in self.schedulers)
+
+    def remember_runaway(self, s: Scheduler) -> None:
+        """sysmon: the process on handed-off ``s`` has computed for a while
+        without yielding (not only a slice, which a GC or a burst of spawns can
+        take): its code is a runaway's, and a queued process that runs it gets
+        a thread of its own (divert). (Remembered at the hand-off itself, one
+        false positive on skynet's code sent each of the next thousand skynet
+        processes to a thread of its own.)"""
+        with self.sched_lock:
+            p = s.current
+            code = getattr(p.coro, "cr_code", None) if p is not None else None
+            if not s.handed_off or code is None or s.runaway_code is not None:
+                return
+            s.runaway_code = code
+            self.runaway_codes[code] = self.runaway_codes.get(code, 0) + 1
 
     def forget_runaway_code(self, s: Scheduler) -> None:
         code = s.runaway_code
@@ -504,11 +630,13 @@ class Scheduling:
                 if self.spares:
                     s = self.spares.pop()
                     s.handed_off = True
+                    s.pushq = self.runq
                     s.first = proc
                     s.parker.unpark()
                 elif len(self.schedulers) < self.max_threads:
                     s = Scheduler(cast("Runtime", self), len(self.schedulers))
                     s.handed_off = True
+                    s.pushq = self.runq
                     s.first = proc
                     self.schedulers = [*self.schedulers, s]
                     s.start()
@@ -541,7 +669,7 @@ class Scheduling:
             or s.masked_depth
             or s.closing
             or s.current is None
-            or not self.runq
+            or not (s.runq or self.runq)
             or getattr(s.current.coro, "cr_code", None) not in self.runaway_codes
         ):
             return
@@ -592,13 +720,16 @@ class Scheduling:
         other thread an idle scheduler is looked for under ``idle_lock``, which
         pairs with :meth:`Scheduler.idle` so that a wake-up is never lost.
         """
-        self.runq.append(proc)
-        if self.idle or current_scheduler() is None:
-            self.pushed()
+        s = current_scheduler()
+        q = self.runq if s is None else s.pushq
+        q.append(proc)
+        if self.idle or s is None:
+            self.pushed(q, s)
 
-    def pushed(self) -> None:
-        """After a push: wake an idle scheduler if the push calls for one."""
-        if current_scheduler() is None or len(self.runq) > 1:
+    def pushed(self, q: collections.deque[Process], s: Scheduler | None) -> None:
+        """After a push to ``q`` by scheduler ``s`` (None: another thread):
+        wake an idle scheduler if the push calls for one."""
+        if s is None or len(q) > 1:
             self.wake_idle()
 
     def wake_idle(self) -> None:

@@ -253,6 +253,8 @@ def put_locked(rt: Runtime, proc: Process, item: Any) -> int:
     # ``with`` and C-level appends only: a sender may itself be killed, and
     # must never leave the lock held or a woken process off the run queue.
     signal = type(item) in SIGNALS
+    s = current_scheduler()
+    q = rt.runq if s is None else s.pushq
     with proc.lock:
         state = proc.state
         if state < EXITING:
@@ -272,22 +274,24 @@ def put_locked(rt: Runtime, proc: Process, item: Any) -> int:
                     inbox.append(item)  # behind what is there already
             if state == WAITING:
                 proc.state = RUNNABLE
-                rt.runq.append(proc)
-    if state == WAITING and (rt.idle or current_scheduler() is None):
-        rt.pushed()
+                q.append(proc)
+    if state == WAITING and (rt.idle or s is None):
+        rt.pushed(q, s)
     return state
 
 
 def wake(rt: Runtime, proc: Process) -> None:
     """Make a WAITING process runnable (if it still waits): a message reached
     its inbox without the lock."""
+    s = current_scheduler()
+    q = rt.runq if s is None else s.pushq
     with proc.lock:
         woke = proc.state == WAITING
         if woke:
             proc.state = RUNNABLE
-            rt.runq.append(proc)
-    if woke and (rt.idle or current_scheduler() is None):
-        rt.pushed()
+            q.append(proc)
+    if woke and (rt.idle or s is None):
+        rt.pushed(q, s)
 
 
 def answer_dead(rt: Runtime, pid: Pid, item: Any, reason: Atom = NOPROC) -> None:
@@ -576,6 +580,8 @@ def monitor_and_send(rt: Runtime, proc: Process, ref: Ref, watcher: Pid, item: A
     to it, under one hold of its lock (call_local). Returns the state found:
     EXITING or DEAD means neither was taken (the watcher is then owed a
     ``noproc`` Down, and a message to a dead process is dropped)."""
+    s = current_scheduler()
+    q = rt.runq if s is None else s.pushq
     with proc.lock:
         state = proc.state
         if state < EXITING:
@@ -593,9 +599,9 @@ def monitor_and_send(rt: Runtime, proc: Process, ref: Ref, watcher: Pid, item: A
                 inbox.append(item)
             if state == WAITING:
                 proc.state = RUNNABLE
-                rt.runq.append(proc)
-    if state == WAITING and (rt.idle or current_scheduler() is None):
-        rt.pushed()
+                q.append(proc)
+    if state == WAITING and (rt.idle or s is None):
+        rt.pushed(q, s)
     return state
 
 
@@ -687,6 +693,8 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
     # bare message over (no AliasMsg, no test when it resumes), an inactive
     # one drops it without waking the owner. Otherwise the AliasMsg is
     # counted and appended behind what is in the inbox, and the owner tests it.
+    s = current_scheduler()
+    q = rt.runq if s is None else s.pushq
     with proc.lock:
         state = proc.state
         if state == WAITING and not proc.inbox:
@@ -695,7 +703,7 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
                 return
             proc.handoff = item
             proc.state = RUNNABLE
-            rt.runq.append(proc)
+            q.append(proc)
         elif state < EXITING:
             proc.signals += 1  # before the append: see drain
             inbox = proc.inbox
@@ -705,9 +713,9 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
                 inbox.append(AliasMsg(ref, item))
             if state == WAITING:
                 proc.state = RUNNABLE
-                rt.runq.append(proc)
-    if state == WAITING and (rt.idle or current_scheduler() is None):
-        rt.pushed()
+                q.append(proc)
+    if state == WAITING and (rt.idle or s is None):
+        rt.pushed(q, s)
 
 
 # ---------------------------------------------------------------------- death

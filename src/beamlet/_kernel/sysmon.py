@@ -12,7 +12,17 @@ thread rejoins the active schedulers if one is missing, or parks as a spare.
 
 Every ``TICK`` seconds sysmon looks at each scheduler's current process. The
 same process, with the same ``reductions`` count (it has not been resumed
-again), still RUNNING, for ``SLICE`` seconds = stuck. It also:
+again), still RUNNING, for ``SLICE`` seconds is a suspect; it is stuck if its
+thread spent ``STUCK_CPU`` on a CPU since (it computes), or if the thread sleeps
+in the kernel after ``BLOCKED_AFTER`` (it blocks in a call). A thread that is ready
+to run but not running -- the OS gave its core to another thread, the machine
+is loaded -- holds nobody up by its own doing and is not stuck, nor is any
+scheduler across a garbage collection (every thread stops for it on a
+free-threaded build, and sysmon itself with them): judged by wall time alone,
+both made healthy schedulers look stuck, and each spurious hand-off added a
+thread that made the next one likelier (a thousand ping-pong pairs on 3.13t:
+310 hand-offs, 957 threads). Where a thread's CPU clock or state cannot be
+read, wall time decides. It also:
 
 * charges ``TICK`` of runtime to every process it sees running (process_info's
   ``runtime`` is sampled this way: one clock read per tick, none per resume);
@@ -37,13 +47,17 @@ schedulers are all busy.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import os
+import platform
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING
 
-from beamlet._kernel.parker import Parker
+from beamlet._kernel.parker import GIL, Parker
 from beamlet._kernel.process import RUNNING
 
 if TYPE_CHECKING:
@@ -54,11 +68,36 @@ logger = logging.getLogger("beamlet")
 
 TICK = 0.001
 SLICE = 0.002
+#: CPU time a suspect's thread must have spent on it to be judged stuck
+#: computing: a whole slice (on a loaded machine a runaway takes longer to be
+#: found, rather than a process that waits for a core being taken for one).
+STUCK_CPU = SLICE
+#: A suspect whose thread sleeps in the kernel (a blocking call) is stuck after
+#: this long: shorter sleeps are a lock whose holder the OS preempted, or a
+#: stop-the-world pause (free-threaded), which end by themselves.
+BLOCKED_AFTER = 0.01
+#: ... and after this long if it waits on a lock (a futex) on a free-threaded
+#: build: the interpreter's own locks are held that long by other schedulers
+#: (growing a dict of a million processes holds it 30-60 ms), and the other
+#: schedulers take its queue by stealing meanwhile. (Under the GIL a futex
+#: wait is most often the wait for the GIL: BLOCKED_AFTER, as before.)
+LOCKED_AFTER = BLOCKED_AFTER if GIL else 0.25
+
+#: How a stuck process holds its thread (Sysmon.holds).
+COMPUTING, BLOCKED = 1, 2
+
+#: What a thread does, from /proc (thread_activity).
+RUNS, WAITS_LOCK, WAITS_CALL = 0, 1, 2
+#: futex and futex_waitv, by machine (Linux syscall numbers).
+_FUTEX = {"x86_64": (202, 449), "aarch64": (98, 449)}.get(platform.machine(), ())
 #: A killed process still running this long after the first AsyncKill is
 #: declared dead (links and monitors told) while its thread runs on.
 ZOMBIE_AFTER = 0.02
 #: sys.setswitchinterval while a runaway process holds a thread (default 5 ms).
 RUNAWAY_SWITCH_INTERVAL = 0.00005
+#: A handed-off process that has computed this long (CPU time) without
+#: yielding is a runaway: its code is remembered (Runtime.remember_runaway).
+RUNAWAY_AFTER = 0.01
 #: Threads held by runaways are looked at once every this many ticks.
 RUNAWAY_EVERY = 16
 #: While runaways turn up with work waiting, this many threads beyond the
@@ -78,6 +117,39 @@ def thread_cpu_clock(ident: int) -> int | None:
     except (AttributeError, OSError):
         return None
     return clock
+
+
+def _read_proc(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 512)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def thread_activity(native_id: int) -> int | None:
+    """Whether the thread runs or waits for a core (RUNS: Linux state R), or
+    sleeps in the kernel waiting on a lock (WAITS_LOCK: a futex) or in another
+    call (WAITS_CALL); None if unknown."""
+    data = _read_proc(f"/proc/self/task/{native_id}/stat")
+    if data is None:
+        return None
+    end = data.rfind(b")")  # the state follows the command name, which may hold anything
+    if end < 0 or len(data) < end + 3:
+        return None
+    if data[end + 2 : end + 3] not in (b"S", b"D"):
+        return RUNS
+    call = _read_proc(f"/proc/self/task/{native_id}/syscall")
+    try:
+        number = int(call.split(None, 1)[0]) if call else -1
+    except ValueError:
+        number = -1  # "running": it woke up meanwhile
+    return WAITS_LOCK if number in _FUTEX else WAITS_CALL
 
 
 def _cpu_time_of(s: Scheduler) -> float:
@@ -109,8 +181,17 @@ class Sysmon:
         self.sampled_time = 0.0  # sum over ticks of (N x tick)
         # Parked until a scheduler leaves the idle list (guarded by rt.idle_lock).
         self.sleeping = False
+        # Garbage collections' starts and stops (a gc callback counts them;
+        # odd while one runs): a tick that saw one judges nobody stuck.
+        self.collections = 0
+        self.collections_seen = 0
+        self.can_read_states = sys.platform.startswith("linux")
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        self.collections += 1
 
     def start(self) -> None:
+        gc.callbacks.append(self.on_gc)
         self.running = True
         self.thread = threading.Thread(target=self.loop, name="beamlet-sysmon", daemon=True)
         self.thread.start()
@@ -120,6 +201,8 @@ class Sysmon:
         self.parker.unpark()
         if self.thread is not None:
             self.thread.join(5.0)
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self.on_gc)
         self.restore()
 
     def poke(self) -> None:
@@ -137,7 +220,7 @@ class Sysmon:
         with rt.idle_lock, rt.sched_lock:
             if (
                 rt.stopped
-                or rt.runq
+                or rt.queued()
                 or rt.killing
                 or rt.diverted
                 or len(rt.idle) < rt.active
@@ -192,9 +275,15 @@ class Sysmon:
             # only: a thousand of them must not make each tick cost a millisecond.
             full = ticks % RUNAWAY_EVERY == 0
             held = 0
+            seen = self.collections
+            collected = seen != self.collections_seen or seen & 1
+            self.collections_seen = seen
             for s in list(rt.schedulers):
                 if s.handed_off:
                     held += 1
+                    if s.runq and not rt.one_queue:
+                        # Pushed to its own queue as it was handed off.
+                        rt.requeue(s)
                     if not full:
                         continue
                 p = s.current
@@ -215,11 +304,25 @@ class Sysmon:
                     p.runtime += max(0.0, cpu - s.cpu_seen)
                     s.cpu_seen = cpu
                 else:
+                    cpu = None
                     p.runtime += dt
-                if s.seen is p and s.seen_reductions == p.reductions:
+                if collected:
+                    # All threads stopped for a collection: nobody's fault.
+                    s.seen = p
+                    s.seen_reductions = p.reductions
+                    s.stuck_for = 0.0
+                    s.stuck_cpu = s.cpu_seen
+                elif s.seen is p and s.seen_reductions == p.reductions:
                     s.stuck_for += dt
                     if s.stuck_for >= self.slice and not s.handed_off:
-                        stuck.append(s)
+                        if self.holds(s, cpu):
+                            stuck.append(s)
+                    elif (
+                        s.handed_off
+                        and s.runaway_code is None
+                        and (s.stuck_for if cpu is None else cpu - s.stuck_cpu) >= RUNAWAY_AFTER
+                    ):
+                        rt.remember_runaway(s)
                     if p.inbox and p not in rt.killing:
                         # Running for a whole tick with signals it has not
                         # drained: an exit signal among them must stop it
@@ -229,6 +332,7 @@ class Sysmon:
                     s.seen = p
                     s.seen_reductions = p.reductions
                     s.stuck_for = 0.0
+                    s.stuck_cpu = s.cpu_seen
             if rt.killing:
                 self.pursue_kills(now)
             else:
@@ -236,19 +340,27 @@ class Sysmon:
             if rt.throttle.threads:
                 rt.throttle.refresh(everyone=full)
                 rt.throttle.unstall(now)
-            queued = len(rt.runq)
+            queued = rt.queued()
             if stuck and queued:
+                # With a queue per scheduler, the others take a stuck one's
+                # queue by stealing when they run out of work: it is handed off
+                # if its own queue waits while nobody is idle to steal it, or
+                # if every active scheduler is stuck.
+                everyone = rt.one_queue or len(stuck) >= rt.active
                 for s in stuck:
-                    rt.hand_off(s)
+                    if everyone or (s.runq and not rt.idle):
+                        rt.hand_off(s)
                 # Runaways keep turning up while work waits: PROBES extra threads
                 # take queued work too, so runaways are found several at a time
                 # (and a queued process that runs a known runaway's code gets a
                 # thread of its own at once: Runtime.divert, throttle.py's
                 # adopt). The extra threads park as spares once the queue is
-                # empty.
-                queued = len(rt.runq)
+                # empty. (Not without the GIL: threads beyond the cores only
+                # contend there, and a queue that never empties -- skynet --
+                # kept them all running.)
+                queued = rt.queued()
                 extra = min(queued - 1, PROBES - (rt.active - rt.n_schedulers))
-                if extra > 0:
+                if extra > 0 and GIL:
                     self.bursts += rt.burst(extra)
             if rt.diverted:
                 rt.start_diverted(DIVERTED_PER_TICK)
@@ -257,6 +369,24 @@ class Sysmon:
                 rt.wake_idle()
             self.tune_switch_interval(held > 0)
             quiet = busy == 0 and held == 0 and not queued and not rt.killing and not rt.diverted
+
+    def holds(self, s: Scheduler, cpu: float | None) -> int:
+        """A suspect (the same process for a slice): does it hold its thread,
+        COMPUTING or BLOCKED in a call, rather than wait for a core (0)?"""
+        if cpu is None:
+            return COMPUTING  # no CPU clock: wall time decides
+        if cpu - s.stuck_cpu >= STUCK_CPU:
+            return COMPUTING
+        if s.stuck_for < BLOCKED_AFTER:
+            return 0
+        if not self.can_read_states:
+            return BLOCKED
+        activity = thread_activity(s.native_id)
+        if activity == RUNS:
+            return 0
+        if activity == WAITS_LOCK and s.stuck_for < LOCKED_AFTER:
+            return 0
+        return BLOCKED
 
     def pursue_kills(self, now: float) -> None:
         """Retry kills that have not taken effect; declare dead who swallows them."""
