@@ -242,6 +242,7 @@ class Statistics:
     run_queue: int  #: runnable processes waiting for a scheduler
     processes: int  #: live processes
     hand_offs: int  #: times sysmon replaced a stuck scheduler, since start
+    steals: int  #: times a scheduler out of work took processes from another's queue
     kills_pending: int  #: killed processes whose code has not stopped yet
     utilization: float  #: busy scheduler time / (N x elapsed), sampled by sysmon
     switch_interval: float  #: the GIL switch interval now (lowered while a runaway runs)
@@ -268,6 +269,7 @@ def statistics(rt: Runtime) -> Statistics:
         run_queue=rt.queued() + len(rt.diverted),
         processes=len(rt.table),
         hand_offs=mon.hand_offs,
+        steals=sum(s.steals for s in scheds),
         kills_pending=len(rt.killing),
         utilization=mon.busy_time / mon.sampled_time if mon.sampled_time else 0.0,
         switch_interval=sys.getswitchinterval(),
