@@ -187,8 +187,6 @@ def send(dest: Any, msg: Any) -> Any:
                 if proc.state == WAITING:
                     signals.wake(rt, proc)
             else:
-                s = current_scheduler()
-                q = rt.runq if s is None else s.pushq
                 with proc.lock:
                     state = proc.state
                     if state == WAITING:
@@ -197,6 +195,10 @@ def send(dest: Any, msg: Any) -> Any:
                         else:
                             proc.handoff = item
                         proc.state = RUNNABLE
+                        # The pushing scheduler's queue (Scheduling.schedule);
+                        # looked up here, only when needed: a send is hot.
+                        s = current_scheduler()
+                        q = rt.runq if s is None else s.pushq
                         q.append(proc)
                     elif state < EXITING:
                         if proc.inbox is None:

@@ -1,9 +1,14 @@
-"""The scheduler threads: the run queue, idle/park/wake, hand-off.
+"""The scheduler threads: the run queues, work stealing, idle/park/wake, hand-off.
 
 Theory of operation
 -------------------
-N scheduler threads (one per core by default on free-threaded CPython, one
-under the GIL) share one run queue. A scheduler pops a runnable process, makes
+N scheduler threads run processes: one per core by default on free-threaded
+CPython, one under the GIL. With one, every thread shares one run queue; with
+several, each has its own: what a scheduler's process wakes or spawns goes on
+that scheduler's queue, pushes from other threads on the runtime's queue, which
+each scheduler looks at once every ``GLOBAL_EVERY`` processes and when its own
+is empty; then it steals half of another's before it parks (:meth:`Scheduler.
+find_work`). A scheduler pops a runnable process, makes
 it the thread's current process and resumes its coroutine with ``send(None)``;
 the coroutine runs until it reaches a trap (traps.py), which yields one of the
 trap codes of :mod:`beamlet._kernel.process`:
@@ -81,7 +86,7 @@ DEFAULT_MAX_THREADS = 2048
 #: and Go's schedulers look at their global queues.
 GLOBAL_EVERY = 61
 
-#: Pid numbers a scheduler takes at once (Runtime.pid_number).
+#: Pid numbers a scheduler takes at once (Runtime._spawn).
 PID_BLOCK = 256
 
 _RUNNABLE = RUNNABLE
@@ -156,7 +161,7 @@ class Scheduler:
         self.pushq = self.runq
         self.steal_at = index + 1  # where its next look at the others' queues starts
         self.steals = 0  # processes it took from other schedulers' queues
-        # Its block of pid numbers (Runtime.pid_number): spawns take no shared lock.
+        # Its block of pid numbers (Runtime._spawn): its spawns take no shared lock.
         self.pid_next = 0
         self.pid_end = 0
         self.first: Process | None = None  # a diverted process to run first (Runtime.divert)
@@ -209,26 +214,35 @@ class Scheduler:
                     if self.retire():
                         return
                     continue  # rejoined, or woken as a spare (maybe with a first process)
-                proc = None
-                if not one_queue:
+                if one_queue:
+                    try:
+                        proc = popleft()
+                    except IndexError:
+                        if self.idle():
+                            return
+                        continue
+                else:
                     # Its own queue first; the runtime's one now and then
                     # (timers, other threads) so that a scheduler never out of
                     # work of its own cannot starve what lands there.
                     countdown -= 1
+                    proc = None
                     if not countdown:
                         countdown = GLOBAL_EVERY
                         if grunq:
-                            with contextlib.suppress(IndexError):
+                            try:
                                 proc = grunq.popleft()
-                if proc is None:
-                    try:
-                        proc = popleft()
-                    except IndexError:
-                        proc = None if one_queue else self.find_work()
-                        if proc is None:
-                            if self.idle():
-                                return
-                            continue
+                            except IndexError:
+                                pass
+                    if proc is None:
+                        try:
+                            proc = popleft()
+                        except IndexError:
+                            proc = self.find_work()
+                    if proc is None:
+                        if self.idle():
+                            return
+                        continue
                 if (
                     runaway_codes
                     and (runq or grunq)
@@ -326,8 +340,10 @@ class Scheduler:
         (work stealing: half of the first non-empty one, oldest first, so the
         work spreads in one go)."""
         rt = self.rt
-        with contextlib.suppress(IndexError):
+        try:
             return rt.runq.popleft()
+        except IndexError:
+            pass
         schedulers = rt.schedulers
         n = len(schedulers)
         start = self.steal_at
