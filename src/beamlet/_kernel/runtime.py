@@ -42,11 +42,11 @@ from beamlet._kernel.process import (
     BadArg,
     Process,
 )
-from beamlet._kernel.scheduler import PID_BLOCK, Scheduler, Scheduling, default_schedulers
+from beamlet._kernel.scheduler import Scheduler, Scheduling, default_schedulers
 from beamlet._kernel.signals import KILL, NOCONNECTION, NORMAL, DownSig, ExitSig
 from beamlet._kernel.signals import MonitorSig as _MonitorSig
 from beamlet._kernel.sysmon import Sysmon
-from beamlet._kernel.table import ProcessTable, make_table
+from beamlet._kernel.table import PID_BLOCK, ProcessTable, make_table
 from beamlet._kernel.throttle import Throttle
 from beamlet._kernel.timers import PENDING, Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref

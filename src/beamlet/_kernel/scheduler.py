@@ -86,8 +86,6 @@ DEFAULT_MAX_THREADS = 2048
 #: and Go's schedulers look at their global queues.
 GLOBAL_EVERY = 61
 
-#: Pid numbers a scheduler takes at once (Runtime._spawn).
-PID_BLOCK = 256
 
 _RUNNABLE = RUNNABLE
 _RUNNING = RUNNING
