@@ -6,6 +6,7 @@ See docs/process-model.md ("Scheduling", "Preemption by hand-off").
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -95,11 +96,14 @@ def test_a_process_that_keeps_finding_messages_lets_others_run():
     assert reductions >= 1000
 
 
-def test_stop_the_world_and_waits_for_a_core_are_told_from_blocking_calls():
+def test_sysmon_tells_a_thread_that_runs_from_one_on_a_lock_or_in_a_call():
     """sysmon's view of a thread (Linux): running or ready to run, sleeping on a
     lock, or sleeping in another call."""
-    if sysmon.thread_activity(threading.get_native_id()) is None:
-        pytest.skip("no /proc/self/task here")
+    me = threading.get_native_id()
+    if sysmon.thread_activity(me) is None or not os.access(
+        f"/proc/self/task/{me}/syscall", os.R_OK
+    ):
+        pytest.skip("no /proc/self/task/<tid>/stat and syscall here")
     event = threading.Event()
     ids = {}
 
