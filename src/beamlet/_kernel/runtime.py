@@ -136,7 +136,7 @@ class Runtime(Scheduling):
         self.timers = TimerService(self._timer_error)
         # Pid numbers: one counter under the GIL; without it, blocks of
         # PID_BLOCK numbers that each scheduler takes for its own spawns, so a
-        # spawn takes no shared lock (pid_number).
+        # spawn takes no shared lock (_spawn, _outside_pid).
         self.next_pid = counter(1) if GIL else self._outside_pid
         self.next_pid_block = counter(1)
         self.outside_pids = [0, 0]  # [next, end] of the block spawns off schedulers take from

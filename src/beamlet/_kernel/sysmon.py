@@ -83,9 +83,6 @@ BLOCKED_AFTER = 0.01
 #: wait is most often the wait for the GIL: BLOCKED_AFTER, as before.)
 LOCKED_AFTER = BLOCKED_AFTER if GIL else 0.25
 
-#: How a stuck process holds its thread (Sysmon.holds).
-COMPUTING, BLOCKED = 1, 2
-
 #: What a thread does, from /proc (thread_activity).
 RUNS, WAITS_LOCK, WAITS_CALL = 0, 1, 2
 #: futex and futex_waitv, by machine (Linux syscall numbers).
@@ -306,13 +303,9 @@ class Sysmon:
                 else:
                     cpu = None
                     p.runtime += dt
-                if collected:
-                    # All threads stopped for a collection: nobody's fault.
-                    s.seen = p
-                    s.seen_reductions = p.reductions
-                    s.stuck_for = 0.0
-                    s.stuck_cpu = s.cpu_seen
-                elif s.seen is p and s.seen_reductions == p.reductions:
+                # (After a collection it starts afresh: every thread stopped
+                # for it, nobody's fault.)
+                if not collected and s.seen is p and s.seen_reductions == p.reductions:
                     s.stuck_for += dt
                     if s.stuck_for >= self.slice and not s.handed_off:
                         if self.holds(s, cpu):
@@ -370,23 +363,21 @@ class Sysmon:
             self.tune_switch_interval(held > 0)
             quiet = busy == 0 and held == 0 and not queued and not rt.killing and not rt.diverted
 
-    def holds(self, s: Scheduler, cpu: float | None) -> int:
+    def holds(self, s: Scheduler, cpu: float | None) -> bool:
         """A suspect (the same process for a slice): does it hold its thread,
-        COMPUTING or BLOCKED in a call, rather than wait for a core (0)?"""
+        computing or blocked in a call, rather than wait for a core?"""
         if cpu is None:
-            return COMPUTING  # no CPU clock: wall time decides
+            return True  # no CPU clock: wall time decides
         if cpu - s.stuck_cpu >= STUCK_CPU:
-            return COMPUTING
+            return True  # computing
         if s.stuck_for < BLOCKED_AFTER:
-            return 0
+            return False
         if not self.can_read_states:
-            return BLOCKED
+            return True
         activity = thread_activity(s.native_id)
         if activity == RUNS:
-            return 0
-        if activity == WAITS_LOCK and s.stuck_for < LOCKED_AFTER:
-            return 0
-        return BLOCKED
+            return False  # waiting for a core
+        return activity != WAITS_LOCK or s.stuck_for >= LOCKED_AFTER
 
     def pursue_kills(self, now: float) -> None:
         """Retry kills that have not taken effect; declare dead who swallows them."""
