@@ -140,6 +140,7 @@ class Runtime(Scheduling):
         self.next_pid = counter(1) if GIL else self._outside_pid
         self.next_pid_block = counter(1)
         self.outside_pids = [0, 0]  # [next, end] of the block spawns off schedulers take from
+        self.pid_lock = threading.Lock()  # guards outside_pids
         self.next_ref = counter(1)
         self.aliases: dict[Ref, Pid] = {}  # active alias -> its owner
         self.send_timers: dict[Ref, SendTimer] = {}  # send_after timers by their ref

@@ -175,6 +175,13 @@ class Scheduler:
         self.stuck_for = 0.0
         self.stuck_cpu = 0.0  # its thread's CPU time when sysmon first saw ``seen`` run
 
+    def set_handed_off(self, handed_off: bool) -> None:
+        """Handed off (its thread serves a runaway, not its queue) or back:
+        while it is, what it pushes goes to the runtime's queue. (The caller
+        holds ``rt.sched_lock``.)"""
+        self.handed_off = handed_off
+        self.pushq = self.rt.runq if handed_off else self.runq
+
     def start(self) -> None:
         self.thread = threading.Thread(
             target=self.loop, name=f"beamlet-scheduler-{self.index}", daemon=True
@@ -438,14 +445,12 @@ class Scheduler:
             # Raising a priority back needs privileges: a thread that cannot
             # get its priority back leaves the pool instead.
             with rt.sched_lock:
-                self.handed_off = False
-                self.pushq = self.runq
+                self.set_handed_off(False)
                 rt.schedulers = [s for s in rt.schedulers if s is not self]
             self.leave_no_work_behind()
             return True
         with rt.sched_lock:
-            self.handed_off = False
-            self.pushq = self.runq
+            self.set_handed_off(False)
             if rt.active < rt.n_schedulers:
                 rt.active += 1
                 return False
@@ -529,7 +534,6 @@ class Scheduling:
         # this one takes the pushes of threads that are not schedulers.
         self.runq: collections.deque[Process] = collections.deque()
         self.one_queue = n == 1
-        self.pid_lock = threading.Lock()
         self.idle: list[Scheduler] = []
         self.idle_lock = threading.Lock()
         self.n_schedulers = n
@@ -560,8 +564,7 @@ class Scheduling:
         with self.sched_lock:
             if s.handed_off or self.stopped:
                 return
-            s.handed_off = True
-            s.pushq = self.runq
+            s.set_handed_off(True)
             self.active -= 1
             self.sysmon.hand_offs += 1
             # Under the GIL every runnable thread competes for it: make it
@@ -643,14 +646,12 @@ class Scheduling:
                     break
                 if self.spares:
                     s = self.spares.pop()
-                    s.handed_off = True
-                    s.pushq = self.runq
+                    s.set_handed_off(True)
                     s.first = proc
                     s.parker.unpark()
                 elif len(self.schedulers) < self.max_threads:
                     s = Scheduler(cast("Runtime", self), len(self.schedulers))
-                    s.handed_off = True
-                    s.pushq = self.runq
+                    s.set_handed_off(True)
                     s.first = proc
                     self.schedulers = [*self.schedulers, s]
                     s.start()
