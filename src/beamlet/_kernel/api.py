@@ -400,6 +400,9 @@ def process_info(pid: Pid) -> dict[str, Any] | None:
       another thread's running frames cannot be read safely, a process that
       is not waiting shows its coroutine's function only (and ``memory``
       leaves out its frames).
+    * ``sockets``: the beamlet.net sockets it owns, as ``net.sockets()``
+      lists them (id, kind, owner, local and peer address, mode, bytes in and
+      out, bytes queued).
     """
     if type(pid) is not Pid:
         raise BadArg(f"process_info needs a pid, got {pid!r}")

@@ -185,6 +185,7 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
     monitors = snapshot(lambda: list((proc.monitors or {}).values()))
     monitored_by = snapshot(lambda: list((proc.monitored_by or {}).values()))
     stack = process_stack(rt, proc, state)
+    ports = snapshot(lambda: list(proc.ports or ()))
     return {
         "status": STATUS_NAMES[state],
         "message_queue_len": queued + pending,
@@ -198,6 +199,7 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
         "trap_exit": proc.trap_exit,
         "initial_call": initial_call(proc.initial_call),
         "current_stacktrace": stack,
+        "sockets": [p.info() for p in ports],
     }
 
 

@@ -86,6 +86,7 @@ _BEAMLET_PROCESS_CODE = (
     os.path.join(_BEAMLET_DIR, "otp") + os.sep,
     os.path.join(_BEAMLET_DIR, "net_kernel.py"),
     os.path.join(_BEAMLET_DIR, "rpc.py"),
+    os.path.join(_BEAMLET_DIR, "net", "listener.py"),
 )
 
 

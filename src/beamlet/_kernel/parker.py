@@ -15,13 +15,14 @@ class Parker:
     number of ``unpark`` calls before a ``park`` count as one.
     """
 
-    __slots__ = ("_lock", "_mutex", "_pending")
+    __slots__ = ("_lock", "_mutex", "_pending", "_waker")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
         self._mutex = threading.Lock()
         self._pending = False
+        self._waker: Callable[[], None] | None = None
 
     def park(self, timeout: float = -1) -> None:
         got = self._lock.acquire(True, timeout)
@@ -36,6 +37,35 @@ class Parker:
             if not self._pending:
                 self._pending = True
                 self._lock.release()
+            waker = self._waker
+        if waker is not None:
+            waker()
+
+    def wait_in(self, wait: Callable[[], None], waker: Callable[[], None]) -> bool:
+        """Park in ``wait()`` (an ``epoll_wait``, say) instead of on the lock:
+        an ``unpark`` meanwhile calls ``waker()``, which must make ``wait``
+        return. Returns True if it was unparked (the unpark is consumed), False
+        if ``wait`` returned on its own.
+
+        The waker is published and ``pending`` read under one mutex, as
+        ``unpark`` sets the one and reads the other: an unpark either comes
+        first (seen here: no wait) or sees the waker (and calls it).
+        """
+        with self._mutex:
+            if not self._pending:
+                self._waker = waker
+        if self._waker is waker:
+            try:
+                wait()
+            finally:
+                with self._mutex:
+                    self._waker = None
+        with self._mutex:
+            if self._pending:
+                self._lock.acquire()  # released by that unpark: consume it
+                self._pending = False
+                return True
+        return False
 
 
 def _gil_enabled() -> bool:

@@ -85,6 +85,7 @@ class Process:
         "monitors",
         "name",
         "pid",
+        "ports",
         "queue",
         "reductions",
         "result",
@@ -128,6 +129,9 @@ class Process:
         self.result: Any = None
         self.aliases: dict[Ref, bool] | None = None  # active alias -> goes with its monitor
         self.zombie = False  # declared dead while its code still ran (sysmon)
+        # What it owns outside the runtime (beamlet.net's sockets): each has
+        # ``owner_exited(pid, reason)``, called as it finishes (signals.finish).
+        self.ports: set[Any] | None = None
 
 
 class Exit(NamedTuple):

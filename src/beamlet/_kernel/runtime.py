@@ -33,6 +33,7 @@ from beamlet._kernel import signals
 from beamlet._kernel.context import current_scheduler
 from beamlet._kernel.kill import NO_EXC, clear_async_exc, make_killer
 from beamlet._kernel.parker import GIL, counter
+from beamlet._kernel.poller import Poller
 from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
 from beamlet._kernel.pool import BlockingPool
 from beamlet._kernel.process import (
@@ -148,6 +149,9 @@ class Runtime(Scheduling):
         self.wake_timeout_callback = self.wake_timeout  # one bound method for all receives
         self.send_timers_lock = threading.Lock()
         self.distribution: Distribution = NoDistribution(self)
+        # I/O readiness (beamlet.net registers sockets): the schedulers poll it.
+        self.poller = Poller()
+        self.ports: dict[int, Any] = {}  # open sockets by id (beamlet.net)
         self.main_pid: Pid | None = None
         self.main_done = threading.Event()
         self.main_outcome: tuple[bool, Any] = (False, None)
@@ -195,6 +199,7 @@ class Runtime(Scheduling):
                 s.thread.join(max(0.0, joined_by - time.monotonic()))
         self.timers.stop()
         self.pool.shutdown()
+        self.poller.close()
         return stuck
 
     def reset_distribution(self) -> None:

@@ -124,6 +124,7 @@ class Scheduler:
         "parker",
         "pid_end",
         "pid_next",
+        "polling",
         "pushq",
         "rt",
         "runaway_code",
@@ -162,6 +163,7 @@ class Scheduler:
         # Its block of pid numbers (Runtime._spawn): its spawns take no shared lock.
         self.pid_next = 0
         self.pid_end = 0
+        self.polling = False  # idle, and waiting in the poller's set (poller.py)
         self.first: Process | None = None  # a diverted process to run first (Runtime.divert)
         self.runaway_code: Any = None  # the code its runaway runs (Runtime.runaway_codes)
         # Killing the running process (kill.py): the killer holds kill_lock.
@@ -207,6 +209,7 @@ class Scheduler:
         runaway_codes = rt.runaway_codes
         free_threaded = not GIL
         kill_lock = self.kill_lock
+        poller = rt.poller
         while True:
             proc = self.first
             if proc is not None:
@@ -220,6 +223,11 @@ class Scheduler:
                         return
                     continue  # rejoined, or woken as a spare (maybe with a first process)
                 if one_queue:
+                    countdown -= 1
+                    if not countdown:
+                        countdown = GLOBAL_EVERY
+                        if poller.count and not poller.waiting:
+                            poller.poll()
                     try:
                         proc = popleft()
                     except IndexError:
@@ -234,6 +242,8 @@ class Scheduler:
                     proc = None
                     if not countdown:
                         countdown = GLOBAL_EVERY
+                        if poller.count and not poller.waiting:
+                            poller.poll()  # (what it wakes goes on this queue)
                         if grunq:
                             try:
                                 proc = grunq.popleft()
@@ -507,6 +517,26 @@ class Scheduler:
                 return False
             # Someone already popped us from idle and unparked us: consume it.
         self.current = None
+        if rt.poller.count:
+            # Descriptors are registered: one idle scheduler waits in the
+            # poller's set instead of on its parker (poller.py).
+            self.polling = True
+            try:
+                ready = rt.poller.idle_wait(self.parker.wait_in)
+            finally:
+                self.polling = False
+            if ready is not None:
+                poke = False
+                with rt.idle_lock:
+                    left = self in rt.idle
+                    if left:  # woken by I/O, not by wake_idle
+                        rt.idle.remove(self)
+                        poke = rt.sysmon.leaving_idle()
+                if left and poke:
+                    rt.sysmon.poke()
+                if ready:
+                    rt.poller.dispatch(ready)  # (wakes go on this scheduler's queue)
+                return False
         self.parker.park()  # whoever takes us off the idle list pokes sysmon if need be
         return False
 
@@ -752,6 +782,11 @@ class Scheduling:
             if not self.idle:
                 return
             s = self.idle.pop()
+            if s.polling and self.idle:
+                # Leave the one waiting in the poller's set where it is.
+                other = self.idle.pop()
+                self.idle.append(s)
+                s = other
             poke = self.sysmon.leaving_idle()
         s.parker.unpark()
         if poke:

@@ -28,6 +28,7 @@ the messages they turn into (``Exit``, ``Down``, an alias's message) are.
 from __future__ import annotations
 
 import collections
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from beamlet._kernel.context import current_scheduler
@@ -45,6 +46,8 @@ from beamlet._kernel.process import (
     ProcessExit,
 )
 from beamlet.terms import Atom, Pid, Ref
+
+logger = logging.getLogger("beamlet")
 
 if TYPE_CHECKING:
     from beamlet._kernel.runtime import Runtime
@@ -721,6 +724,14 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
 # ---------------------------------------------------------------------- death
 
 
+def close_ports(pid: Pid, ports: set[Any], reason: Any) -> None:
+    for port in list(ports):
+        try:
+            port.owner_exited(pid, reason)
+        except Exception:
+            logger.exception("beamlet: closing %r as its owner %r exited failed", port, pid)
+
+
 def finish(rt: Runtime, proc: Process, reason: Any) -> None:
     """The process has stopped running: tell its links and monitors, forget it."""
     with proc.lock:
@@ -734,6 +745,8 @@ def finish(rt: Runtime, proc: Process, reason: Any) -> None:
         proc.inbox = None
         send_timers = proc.send_timers
         proc.send_timers = None
+        ports = proc.ports  # (taken under the lock: a hand-over checks EXITING under it)
+        proc.ports = None
     if not proc.zombie:
         rt.killing.pop(proc, None)  # a zombie's thread is pursued until it stops
     if proc.handoff is not NOTHING:
@@ -751,6 +764,10 @@ def finish(rt: Runtime, proc: Process, reason: Any) -> None:
         for alias in list(proc.aliases):
             rt.aliases.pop(alias, None)
     rt.cancel_timers_of(proc, send_timers)
+    if ports:
+        # Its sockets close before anyone learns of the death: whoever waits
+        # for the DOWN finds them closed (NET-3).
+        close_ports(pid, ports, reason)
     if pending:
         for it in pending:
             t = type(it)

@@ -222,6 +222,7 @@ class Sysmon:
                 or rt.diverted
                 or len(rt.idle) < rt.active
                 or any(s.handed_off for s in rt.schedulers)
+                or (rt.poller.count and not rt.poller.waiting)
             ):
                 return False
             self.sleeping = True
@@ -265,6 +266,11 @@ class Sysmon:
             dt = now - last
             last = now
             ticks += 1
+            poller = rt.poller
+            if poller.count and poller.overdue(time.monotonic()):
+                # Every scheduler busy with long turns (or being handed off):
+                # readiness must not wait for them (poller.py).
+                poller.poll()
             self.sampled_time += dt * rt.n_schedulers
             busy = 0
             stuck: list[Scheduler] = []

@@ -332,3 +332,84 @@ def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[int
     finally:
         if job.state < DONE:
             rt.pool.cancel(job)
+
+
+class Ready:
+    """What a process waits for in :func:`wait_ready`: the waker sets
+    ``ready`` and then delivers :data:`WAKE` to ``pid`` (beamlet.net's
+    readiness handlers)."""
+
+    __slots__ = ("pid", "ready")
+
+    def __init__(self, pid: Any) -> None:
+        self.pid = pid
+        self.ready = False
+
+
+#: The signal that wakes a process from :func:`wait_ready` (one for all).
+WAKE = WakeSig()
+
+
+@types.coroutine
+def wait_ready(cell: Ready, timeout: float | None = None) -> Generator[int, None, bool]:
+    """Wait (without holding a scheduler) until ``cell.ready`` or ``timeout``
+    seconds pass. True if ready. Exit signals act as in ``receive``."""
+    sched = current_scheduler()
+    if sched is None or sched.current is None or sched.closing:
+        raise cannot_wait("wait", sched)
+    proc: Process = sched.current
+    if cell.ready:
+        return True
+    rt = sched.rt
+    timer = None
+    if timeout is not None:
+        if timeout <= 0:
+            return False
+        old = proc.timer
+        if old is not None and old.state == PENDING:
+            rt.timers.discard(old)  # one a receive left armed
+        timer = proc.timer = rt.timers.add(timeout, rt.wake_timeout_callback, proc)
+        proc.deadline = float(timer)
+    try:
+        while not cell.ready:
+            if timer is not None and timer.state == FIRED:
+                return False
+            yield _WAIT
+            if (proc.inbox or proc.handoff is not NOTHING) and settle(proc):
+                yield _DIE
+        return True
+    finally:
+        if timer is not None:
+            proc.timer = proc.deadline = None
+            if timer.state == PENDING:
+                rt.timers.discard(timer)
+
+
+def take_messages(predicate: Callable[[Any], bool]) -> list[Any]:
+    """Remove and return, in order, the calling process's messages for which
+    ``predicate`` is true (beamlet.net's ``controlling_process`` moves a
+    socket's messages to its new owner). Messages still in flight to it are
+    moved into its queue first when no signal is pending with them; one that
+    dooms the process ends it here, as at its next wait."""
+    sched = current_scheduler()
+    if sched is None or sched.current is None:
+        raise cannot_wait("take_messages", sched)
+    proc: Process = sched.current
+    if (proc.inbox or proc.handoff is not NOTHING) and proc.signals == 0:
+        if settle(proc):
+            from beamlet._kernel.process import ProcessExit
+
+            raise ProcessExit(proc.doom)
+    q = proc.queue
+    if not q:
+        return []
+    taken = []
+    i = 0
+    while i < len(q):
+        if predicate(q[i]):
+            taken.append(take(proc, q, i))
+            if proc.queue is None:
+                break
+        else:
+            i += 1
+    return taken
