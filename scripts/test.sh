@@ -24,7 +24,7 @@ python -m pytest "$@"
 # which an interpreter without a free sys.monitoring tool or with an unexpected
 # 3.11 layout uses (every run's shutdown kills too, not only test_kill's).
 echo "== kernel tests with the fallback kill (BEAMLET_ASYNC_EXC_KILLS=1)"
-BEAMLET_ASYNC_EXC_KILLS=1 python -m pytest -q -p no:cacheprovider tests/kernel
+BEAMLET_ASYNC_EXC_KILLS=1 python -m pytest -q -p no:cacheprovider tests/kernel tests/net/test_net.py
 # The kernel has version-specific paths (3.11's thread-start rule for kills, the
 # 3.12+ throttle): where pyenv holds 3.12 / 3.13, run the kernel, preemption and
 # OTP tests on them too (best effort set-up, but a failing test fails the run).
@@ -46,11 +46,12 @@ if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1;
     echo "== kernel, preemption and OTP tests on Python $full"
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/kernel/semantics tests/otp \
       tests/kernel/test_preemption.py tests/kernel/test_kill.py tests/kernel/test_receive.py \
-      tests/kernel/test_timers.py tests/kernel/test_inbox.py tests/kernel/test_call_local.py
+      tests/kernel/test_timers.py tests/kernel/test_inbox.py tests/kernel/test_call_local.py \
+      tests/net/test_net.py tests/net/test_listener.py
   done
 fi
 # Free-threaded CPython 3.13t (no GIL): races the GIL hides show there one run in
-# a few, so the kernel, preemption, process_info and OTP tests run in rounds, until
+# a few, so the kernel, preemption, process_info, OTP and net tests run in rounds, until
 # BEAMLET_FT_ROUNDS rounds or BEAMLET_FT_BUDGET seconds (at least 3 rounds).
 # The interpreter is built (~3 min, then cached in ~/.cache/beamlet-python-ft) by
 # the shared tool python-ft.sh, looked for beside the clone (../shared/tools) and
@@ -92,9 +93,6 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
       echo "the GIL is on after import beamlet on $ft_py"
       ft_status=1
     fi
-    # Known, not fixed yet (issue 12's note): on 3.13t a crash along a chain of links
-    # loses a DOWN about once in 20 rounds (seen on main before this stage existed too);
-    # that test runs on every other build and is left out of these rounds until fixed.
     rounds=${BEAMLET_FT_ROUNDS:-20}
     budget=${BEAMLET_FT_BUDGET:-210}
     echo "== kernel, preemption and OTP tests on free-threaded $("$venv/bin/python" -V):" \
@@ -109,7 +107,7 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
           tests/kernel/semantics tests/otp tests/kernel/test_preemption.py \
           tests/kernel/test_kill.py tests/kernel/test_receive.py tests/kernel/test_timers.py \
           tests/kernel/test_process_info.py tests/kernel/test_inbox.py \
-          tests/kernel/test_call_local.py \
+          tests/kernel/test_call_local.py tests/net/test_net.py tests/net/test_listener.py \
           >"$ft_log" 2>&1; then
         echo "-- round $i failed:"
         sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300

@@ -483,6 +483,10 @@ class Scheduler:
     def idle(self) -> bool:
         """Park until there is work. Returns True when the runtime has stopped."""
         rt = self.rt
+        if rt.poller.count and not rt.poller.waiting and rt.poller.poll():
+            # I/O was ready already (a loopback peer, a busy server): what it
+            # woke is on this scheduler's queue; no need to go idle for it.
+            return False
         if rt.active > rt.n_schedulers:
             # One of the extra threads a burst brought in (sysmon): the queue
             # is empty, so it parks as a spare instead.
