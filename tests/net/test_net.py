@@ -586,3 +586,48 @@ def test_a_tls_handshake_with_an_untrusted_certificate_fails_with_ssl_error(cert
         return len([i for i in net.sockets() if i["kind"] != "listen"])
 
     assert beamlet.run(main) == 0
+
+
+def test_a_tls_listener_survives_garbage_and_silent_peers_and_serves_the_next(certificate):
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+
+    async def main():
+        ls = net.listen(0, tls=server_ctx)
+        port = net.sockname(ls)[1]
+        garbage = socket.create_connection(("127.0.0.1", port))
+        garbage.sendall(b"GET / HTTP/1.1\r\n\r\n" * 100)
+        with pytest.raises(ssl.SSLError):
+            await net.accept(ls, timeout=T)
+        silent = socket.create_connection(("127.0.0.1", port))
+        with pytest.raises(TimeoutError):
+            await net.accept(ls, timeout=0.1)  # the handshake counts in the timeout
+        # Deferred: the acceptor is free at once; the connection's process waits.
+        silent2 = socket.create_connection(("127.0.0.1", port))
+        s2 = await net.accept(ls, timeout=T, handshake=False)
+        with pytest.raises(TimeoutError):
+            await net.handshake(s2, timeout=0.05)
+        net.close(s2)
+        parent = self()
+
+        async def client():
+            c = await net.connect("127.0.0.1", port, tls=client_ctx, server_hostname="localhost")
+            await net.send(c, b"fine")
+            send(parent, ("client", await net.recv(c, 4, timeout=T)))
+
+        spawn(client)
+        s = await net.accept(ls, timeout=T, handshake=False)
+        await net.handshake(s, timeout=T)
+        await net.send(s, await net.recv(s, 4, timeout=T))
+        _, got = await receive(("client", ANY), timeout=T)
+        for raw in (garbage, silent, silent2):
+            raw.close()
+        mine = process_info(self())["sockets"]
+        left = [i for i in mine if i["kind"] != "listen" and i["id"] != s.id]
+        return got, left
+
+    got, left = beamlet.run(main)
+    assert got == b"fine"
+    assert left == []  # every failed handshake closed its socket

@@ -176,6 +176,7 @@ class Socket:
         "eof",
         "error",
         "fd",
+        "handshaken",
         "id",
         "kind",
         "lingering",
@@ -229,6 +230,7 @@ class Socket:
         self.bytes_out = 0
         self.peer: Any = None
         self.tls: ssl.SSLObject | None = None
+        self.handshaken = True  # False until a deferred TLS handshake is done
         self._tls_in: ssl.MemoryBIO | None = None
         self._tls_out: ssl.MemoryBIO | None = None
         with owner.lock:
@@ -662,12 +664,18 @@ def listen(
 _tls_contexts: dict[int, ssl.SSLContext] = {}
 
 
-async def accept(ls: Socket, timeout: float | None = None) -> Socket:
+async def accept(ls: Socket, timeout: float | None = None, handshake: bool = True) -> Socket:
     """Wait for a connection on listening socket ``ls``; the new socket is
     owned by the caller, passive. Any number of processes may wait on one
     listening socket (acceptor pools); each connection goes to one of them.
     Raises ``TimeoutError``, ``OSError(EBADF)`` if ``ls`` is closed, or the
-    ``OSError`` of ``accept(2)`` (``EMFILE``: out of descriptors)."""
+    ``OSError`` of ``accept(2)`` (``EMFILE``: out of descriptors).
+
+    On a TLS listener the handshake is done here, within ``timeout``
+    (``ssl.SSLError`` if it fails), unless ``handshake=False``: then the
+    connection's own process calls :func:`handshake` (Erlang's
+    ``ssl:transport_accept`` then ``ssl:handshake``), so that a peer that
+    never completes one holds up that process only, not an acceptor."""
     proc = _me()
     _check_socket(ls, "listen")
     deadline = _deadline(timeout)
@@ -692,12 +700,15 @@ async def accept(ls: Socket, timeout: float | None = None) -> Socket:
             s.peer = (addr[0], addr[1])
             ctx = _tls_contexts.get(ls.id)
             if ctx is not None:
-                try:
-                    s.start_tls(ctx, True, None)
-                    await _handshake(s, deadline)
-                except BaseException:
-                    s.close()
-                    raise
+                s.start_tls(ctx, True, None)
+                if handshake:
+                    try:
+                        await _handshake(s, deadline)
+                    except BaseException:
+                        s.close()
+                        raise
+                else:
+                    s.handshaken = False
             return s
         assert cell is not None
         try:
@@ -765,6 +776,17 @@ async def connect(
         raise
 
 
+async def handshake(sock: Socket, timeout: float | None = None) -> None:
+    """The server side of the TLS handshake of a socket accepted with
+    ``accept(ls, handshake=False)`` (a no-op if it is done or the socket is
+    not TLS). Raises ``TimeoutError`` or ``ssl.SSLError``; the socket stays
+    open either way (close it)."""
+    s = _check_socket(sock, "tcp")
+    if s.tls is None or s.handshaken:
+        return
+    await _handshake(s, _deadline(timeout))
+
+
 async def _handshake(s: Socket, deadline: float | None) -> None:
     proc = _me()
     tls = s.tls
@@ -786,6 +808,7 @@ async def _handshake(s: Socket, deadline: float | None) -> None:
                     if s.wsize:
                         s._arm()
             if done:
+                s.handshaken = True
                 return
             assert s.sock is not None and s._tls_in is not None
             try:
