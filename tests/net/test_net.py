@@ -634,3 +634,50 @@ def test_a_tls_listener_survives_garbage_and_silent_peers_and_serves_the_next(ce
     got, left = beamlet.run(main)
     assert got == b"fine"
     assert left == []  # every failed handshake closed its socket
+
+
+def test_close_flushes_what_is_queued_and_run_leaves_no_descriptor_behind():
+    before = open_fds()
+
+    async def main():
+        _ls, c, s = await pair()
+        parent = self()
+
+        def queued():
+            return next(i["queued"] for i in net.sockets() if i["id"] == c.id)
+
+        async def sender():
+            sent = 0
+            while not queued():  # until the OS buffers are full and bytes wait on ours
+                await net.send(c, b"L" * 16384)
+                sent += 16384
+            left = queued()
+            net.close(c)  # the close flushes them
+            send(parent, ("closed", sent, left))
+
+        pid = spawn(sender)
+        net.controlling_process(c, pid)
+        _, sent, left = await receive(("closed", ANY, ANY), timeout=T)
+        got = 0
+        while True:
+            data = await net.recv(s, 0, timeout=T)
+            if not data:
+                break
+            got += len(data)
+        # A socket that lingers at shutdown is closed by run() too.
+        ls2 = net.listen(0)
+        peer = socket.create_connection(("127.0.0.1", net.sockname(ls2)[1]))
+        raw.append(peer)  # a peer outside the runtime that never reads
+        c2 = await net.accept(ls2, timeout=T)
+        while not any(i["queued"] for i in net.sockets() if i["id"] == c2.id):
+            await net.send(c2, b"M" * 16384)
+        net.close(c2)  # lingers: its peer never reads
+        assert c2.id in {i["id"] for i in net.sockets(include_closed=True)}
+        return got, sent, left
+
+    raw: list[socket.socket] = []
+    got, sent, left = beamlet.run(main)
+    assert left > 0
+    assert got == sent
+    assert open_fds() <= before + 1  # (+ the raw peer, still open)
+    raw[0].close()

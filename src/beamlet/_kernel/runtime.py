@@ -199,6 +199,8 @@ class Runtime(Scheduling):
                 s.thread.join(max(0.0, joined_by - time.monotonic()))
         self.timers.stop()
         self.pool.shutdown()
+        for port in list(self.ports.values()):
+            port.release()  # closed ones still flushing (beamlet.net's linger)
         self.poller.close()
         return stuck
 

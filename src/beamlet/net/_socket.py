@@ -488,7 +488,6 @@ class Socket:
         if self.closed:
             return
         self.closed = True
-        self.rt.ports.pop(self.id, None)
         if self.kind == "listen":
             _tls_contexts.pop(self.id, None)
         owner = self.owner_proc
@@ -515,6 +514,7 @@ class Socket:
         sock = self.sock
         if sock is None:
             return
+        self.rt.ports.pop(self.id, None)  # (a lingering socket stays listed until here)
         self.sock = None
         self.lingering = False
         self.wbuf.clear()
@@ -528,6 +528,12 @@ class Socket:
     def close(self) -> None:
         with self.lock:
             self._close_locked(linger=True)
+
+    def release(self) -> None:
+        """The kernel, at shutdown: close now, lingering or not."""
+        with self.lock:
+            self.closed = True
+            self._release()
 
     def owner_exited(self, pid: Pid, reason: Any) -> None:
         """The kernel: the owner exited (signals.finish)."""
@@ -1079,11 +1085,16 @@ def sockname(sock: Socket) -> tuple[str, int]:
     return addr  # type: ignore[no-any-return]
 
 
-def sockets() -> list[dict[str, Any]]:
+def sockets(include_closed: bool = False) -> list[dict[str, Any]]:
     """Every open socket of this runtime: id, kind, owner, local and peer
-    addresses, mode, bytes in and out, bytes queued."""
+    addresses, mode, bytes in and out, bytes queued. ``include_closed``: with
+    the closed ones still flushing their queue (``LINGER``)."""
     rt = current_runtime()
-    return [s.info() for s in list(rt.ports.values()) if type(s) is Socket]
+    return [
+        s.info()
+        for s in list(rt.ports.values())
+        if type(s) is Socket and (include_closed or not s.closed)
+    ]
 
 
 # ---------------------------------------------------------------- UDP
