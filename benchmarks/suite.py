@@ -31,6 +31,8 @@ class Workload:
     erlang_single: bool = False
     timeout: float = 300.0
     group: str = "kernel"
+    # file descriptors the workload needs (the harness raises erl's RLIMIT_NOFILE)
+    fds: int = 0
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -242,13 +244,92 @@ WORKLOADS += (
 )
 
 
+NET = ("beamlet", "asyncio", "uvloop", "erlang")
+
+WORKLOADS += (
+    Workload(
+        "echo_rtt",
+        "TCP echo round trip over loopback, 64-byte messages, 1 connection",
+        (0, 20_000, 10_000),
+        (0, 2_000, 3_000),
+        (Metric("p50_us", "µs", target=20.0), Metric("p99_us", "µs", target=100.0)),
+        runtimes=NET,
+        timeout=120.0,
+        group="net",
+    ),
+    Workload(
+        "echo_rtt_runaway_1",
+        "TCP echo round trip, 64 bytes, while 1 busy runaway spins",
+        (1, 5_000, 5_000),
+        (1, 500, 2_000),
+        (
+            Metric("p50_us", "µs"),
+            Metric("p99_us", "µs", target=1_000.0),
+            Metric("p99_all_us", "µs"),
+        ),
+        runtimes=NET,
+        timeout=120.0,
+        group="net",
+    ),
+    Workload(
+        "echo_rtt_runaway_16",
+        "TCP echo round trip, 64 bytes, while 16 busy runaways spin",
+        (16, 2_000, 5_000),
+        (16, 300, 2_000),
+        (
+            Metric("p50_us", "µs"),
+            Metric("p99_us", "µs", target=20_000.0),
+            Metric("p99_all_us", "µs"),
+        ),
+        runtimes=NET,
+        timeout=120.0,
+        group="net",
+    ),
+    Workload(
+        "echo_64",
+        "64 TCP connections each echoing 64-byte messages one at a time",
+        (64, 1_000),
+        (64, 50),
+        (Metric("msgs_per_s", "msg/s", HIGHER),),
+        runtimes=NET,
+        timeout=120.0,
+        group="net",
+    ),
+    Workload(
+        "idle_conns",
+        # 9,900, not the issue's 10,000: both ends live in the one OS process
+        # (2 descriptors a connection), and the hard RLIMIT_NOFILE of the
+        # machines here is 20,000.
+        "9,900 idle TCP connections (both ends in one OS process)",
+        (9_900, 10),
+        (1_000, 10),
+        (Metric("bytes_per_conn", "B", target=3_000.0), Metric("us_per_conn", "µs")),
+        runtimes=NET,
+        timeout=120.0,
+        group="net",
+        fds=2 * 9_900 + 200,
+    ),
+    Workload(
+        "accept_rate",
+        "TCP connections accepted per second: 4 connect+close loops, 10 acceptors",
+        (20_000, 4, 10),
+        (2_000, 4, 10),
+        (Metric("accepts_per_s", "/s", HIGHER, target=20_000.0),),
+        runtimes=NET,
+        timeout=120.0,
+        group="net",
+        fds=4096,
+    ),
+)
+
+
 def module_of(w: Workload) -> str:
     """The module implementing a workload (lateness_16 -> lateness)."""
     if w.name in ("gen_call", "restarts"):
         return "otp"
     if w.name in ("cpu_bound", "pairs"):
         return "parallel"
-    for base in ("lateness", "kill", "ring"):
+    for base in ("lateness", "kill", "ring", "echo_rtt"):
         if w.name.startswith(base):
             return base
     return w.name

@@ -9,7 +9,11 @@ main([Workload | Args]) ->
     halt(0).
 
 json(Pairs) ->
-    "{" ++ string:join([io_lib:format("\"~s\": ~p", [K, V]) || {K, V} <- Pairs], ", ") ++ "}".
+    "{" ++ string:join([json_pair(K, V) || {K, V} <- Pairs], ", ") ++ "}".
+
+%% numbers as they are; a string (a note: "note" goes next to the metrics)
+json_pair(K, V) when is_list(V) -> io_lib:format("\"~s\": \"~s\"", [K, V]);
+json_pair(K, V) -> io_lib:format("\"~s\": ~p", [K, V]).
 
 now_us() -> erlang:monotonic_time(microsecond).
 %% (erlang:start_timer with {abs, true} takes monotonic milliseconds)
@@ -133,7 +137,11 @@ run(kill, [K, Rounds]) ->
     Sorted = lists:sort(Times),
     L = length(Sorted),
     [{p50_ms, lists:nth(max(1, L div 2), Sorted) / 1000},
-     {p99_ms, lists:nth(max(1, (L * 99) div 100), Sorted) / 1000}].
+     {p99_ms, lists:nth(max(1, (L * 99) div 100), Sorted) / 1000}];
+
+%% the network workloads (gen_tcp): bench_net.erl
+run(Net, Args) ->
+    bench_net:run(Net, Args).
 
 ring_node(Next) ->
     receive
