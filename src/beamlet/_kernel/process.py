@@ -131,7 +131,7 @@ class Process:
         self.zombie = False  # declared dead while its code still ran (sysmon)
         # What it owns outside the runtime (beamlet.net's sockets): each has
         # ``owner_exited(pid, reason)``, called as it finishes (signals.finish).
-        self.ports: set[Any] | None = None
+        self.ports: list[Any] | None = None
 
 
 class Exit(NamedTuple):

@@ -724,7 +724,7 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
 # ---------------------------------------------------------------------- death
 
 
-def close_ports(pid: Pid, ports: set[Any], reason: Any) -> None:
+def close_ports(pid: Pid, ports: list[Any], reason: Any) -> None:
     for port in list(ports):
         try:
             port.owner_exited(pid, reason)

@@ -217,15 +217,16 @@ class Socket:
         self.connecting = False
         self.shut_wr = False  # a shutdown(write) waits for the queue to drain
         self.wr_closed = False  # shut down for writing (for good)
-        self.rbuf = bytearray()
+        # Allocated when first needed (an idle connection's budget is 3 KB).
+        self.rbuf: bytearray | None = None
         # Lists, not deques: they hold one or two items, and an empty deque
         # costs 600 bytes a socket (an idle connection's budget is 3 KB).
         self.wbuf: list[memoryview] = []
         self.wsize = 0
         self.want = 0
         self.reader: Ready | None = None
-        self.writers: list[Ready] = []
-        self.acceptors: list[Ready] = []
+        self.writers: list[Ready] | None = None
+        self.acceptors: list[Ready] | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.peer: Any = None
@@ -238,8 +239,9 @@ class Socket:
                 sock.close()
                 raise RuntimeError(f"{owner.pid!r} is exiting")
             if owner.ports is None:
-                owner.ports = set()
-            owner.ports.add(self)
+                owner.ports = [self]
+            else:
+                owner.ports.append(self)
         rt.poller.register(self.fd, self._on_ready)
         rt.ports[self.id] = self
 
@@ -386,6 +388,8 @@ class Socket:
             self.want = 0
             if self.sock is None:
                 return
+            if self.connecting and events & (WRITE | ERROR):
+                self.connecting = False  # (its waiter reads SO_ERROR)
             if self.wsize and events & (WRITE | ERROR):
                 self._flush()
             if self.lingering:
@@ -409,11 +413,22 @@ class Socket:
                 elif self.reader is not None:
                     self._wake(self.reader)
                     self.reader = None  # it reads itself now; nothing to arm for it
-            if self.writers and (self.wsize <= LOW_WATERMARK or self.error is not None):
-                for cell in self.writers:
+            writers = self.writers
+            if writers and (self.wsize <= LOW_WATERMARK or self.error is not None):
+                self.writers = None
+                for cell in writers:
                     self._wake(cell)
-                self.writers.clear()
             self._arm()
+
+    def add_writer(self, cell: Ready) -> None:
+        if self.writers is None:
+            self.writers = [cell]
+        else:
+            self.writers.append(cell)
+
+    def remove_writer(self, cell: Ready) -> None:
+        if self.writers and cell in self.writers:
+            self.writers.remove(cell)
 
     def _wake(self, cell: Ready) -> None:
         if not cell.ready:
@@ -442,7 +457,7 @@ class Socket:
     def _read_active(self) -> None:
         if self.rbuf:
             data = bytes(self.rbuf)
-            self.rbuf.clear()
+            self.rbuf = None
             self._deliver(Tcp(self, data))
             self._count_down()
             return
@@ -493,14 +508,13 @@ class Socket:
         owner = self.owner_proc
         if owner is not None:
             with owner.lock:
-                if owner.ports:
-                    owner.ports.discard(self)
-        for cell in (self.reader, *self.writers, *self.acceptors):
+                if owner.ports and self in owner.ports:
+                    owner.ports.remove(self)
+        for cell in (self.reader, *(self.writers or ()), *(self.acceptors or ())):
             if cell is not None:
                 self._wake(cell)
         self.reader = None
-        self.writers.clear()
-        self.acceptors.clear()
+        self.writers = self.acceptors = None
         if linger and self.wsize and self.error is None:
             self._flush()
         if linger and self.wsize and self.error is None:
@@ -695,7 +709,10 @@ async def accept(ls: Socket, timeout: float | None = None, handshake: bool = Tru
             except (BlockingIOError, InterruptedError):
                 conn = None
                 cell = Ready(proc.pid)
-                ls.acceptors.append(cell)
+                if ls.acceptors is None:
+                    ls.acceptors = [cell]
+                else:
+                    ls.acceptors.append(cell)
                 ls._arm()
             else:
                 if ls.acceptors:
@@ -721,10 +738,8 @@ async def accept(ls: Socket, timeout: float | None = None, handshake: bool = Tru
             ok = await wait_ready(cell, _left(deadline))
         finally:
             with ls.lock:
-                try:
+                if ls.acceptors and cell in ls.acceptors:
                     ls.acceptors.remove(cell)
-                except ValueError:
-                    pass
                 if cell.ready and ls.acceptors:
                     ls._arm()  # what woke us is someone else's now
         if not ok:
@@ -756,15 +771,14 @@ async def connect(
             cell = Ready(proc.pid)
             with s.lock:
                 s.connecting = True
-                s.writers.append(cell)
+                s.add_writer(cell)
                 s._arm()
             try:
                 ok = await wait_ready(cell, _left(deadline))
             finally:
                 with s.lock:
                     s.connecting = False
-                    if cell in s.writers:
-                        s.writers.remove(cell)
+                    s.remove_writer(cell)
             if not ok:
                 raise TimeoutError(f"connect to {host}:{port} timed out")
             if s.closed:
@@ -872,14 +886,16 @@ async def recv(sock: Socket, length: int = 0, timeout: float | None = None) -> b
                     n = length or len(rbuf)
                     data = bytes(rbuf[:n])
                     del rbuf[:n]
+                    if not rbuf:
+                        s.rbuf = None
                     return data
                 if s.error is not None:
                     raise s.error
                 if s.eof:
                     if not length:
                         return b""
-                    partial = bytes(rbuf)
-                    rbuf.clear()
+                    partial = bytes(rbuf or b"")
+                    s.rbuf = None
                     raise IncompleteRead(partial, length)
                 try:
                     got = s._read_some()
@@ -892,6 +908,8 @@ async def recv(sock: Socket, length: int = 0, timeout: float | None = None) -> b
                     s.eof = True
                 elif not length and not rbuf:
                     return got
+                elif rbuf is None:
+                    s.rbuf = bytearray(got)
                 else:
                     rbuf += got
             cell = s.reader = Ready(proc.pid)
@@ -935,14 +953,13 @@ async def send(
         if s.wsize <= HIGH_WATERMARK:
             return
         cell = Ready(proc.pid)
-        s.writers.append(cell)
+        s.add_writer(cell)
         s._arm()
     try:
         ok = await wait_ready(cell, timeout)
     finally:
         with s.lock:
-            if cell in s.writers:
-                s.writers.remove(cell)
+            s.remove_writer(cell)
     if not ok:
         raise TimeoutError("send timed out (the data stays queued)")
     with s.lock:
@@ -1050,11 +1067,12 @@ def controlling_process(sock: Socket, pid: Pid) -> None:
                     rt.deliver(proc.pid, m)
                 raise BadArg(f"{pid!r} is not alive")
             if new.ports is None:
-                new.ports = set()
-            new.ports.add(s)
+                new.ports = [s]
+            else:
+                new.ports.append(s)
         with proc.lock:
-            if proc.ports:
-                proc.ports.discard(s)
+            if proc.ports and s in proc.ports:
+                proc.ports.remove(s)
         s.owner = pid
         s.owner_proc = new
         for m in moved:
@@ -1165,7 +1183,7 @@ async def sendto(sock: Socket, host: str, port: int, data: bytes) -> None:
                 s.sock.sendto(data, addr)
             except (BlockingIOError, InterruptedError):
                 cell = Ready(proc.pid)
-                s.writers.append(cell)
+                s.add_writer(cell)
                 s._arm()
             else:
                 s.bytes_out += len(data)
@@ -1174,5 +1192,4 @@ async def sendto(sock: Socket, host: str, port: int, data: bytes) -> None:
             await wait_ready(cell)
         finally:
             with s.lock:
-                if cell in s.writers:
-                    s.writers.remove(cell)
+                s.remove_writer(cell)
