@@ -115,6 +115,22 @@ def test_init_failure_raises_start_error_and_the_caller_survives(caplog):
     )
 
 
+def test_a_failed_start_returns_once_the_process_has_exited_and_its_name_is_free():
+    # OTP 26+ proc_lib: start_link waits for a process whose init failed to exit.
+    class Refuses(GenServer):
+        async def init(self):
+            return Stop("no")
+
+    async def main():
+        for _ in range(3000):  # (without the wait: seen registered ~1 in 200)
+            with pytest.raises(StartError):
+                await Refuses.start_link(name="refuser")
+            assert beamlet.whereis("refuser") is None
+        return True
+
+    assert run(main)
+
+
 def test_init_may_refuse_with_stop():
     class Refuses(GenServer):
         async def init(self):

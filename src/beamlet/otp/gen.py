@@ -159,6 +159,14 @@ async def start(
     beamlet.send(pid, (START, mref))
     try:
         msg = await beamlet.receive((mref, ANY, ANY), Down(mref, ANY, ANY), timeout=timeout)
+        if type(msg) is not Down and msg[1] == "error":
+            # A failed init: as proc_lib since OTP 26, return once the process
+            # has exited, so that its name is free for a retry.
+            try:
+                await beamlet.receive(Down(mref, ANY, ANY), timeout=timeout)
+            except TimeoutError:
+                beamlet.unlink(pid)
+                beamlet.exit(pid, "kill")
     except TimeoutError:
         beamlet.unlink(pid)
         beamlet.exit(pid, "kill")
