@@ -2,7 +2,8 @@
 # Sets up everything the tests need (.venv; Erlang/OTP and Elixir for interop tests), then
 # runs the linters, the type checker and the test suite. Extra args go to pytest.
 . "$(dirname "$0")/_venv.sh" dev
-# Interop tests run against the real Erlang/OTP and Elixir when present.
+# Interop tests run against the real Erlang/OTP and Elixir when present, the browser
+# test against Debian's Chromium.
 install() {  # install() <command> <package>: best effort, as root with apt-get
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -16,6 +17,7 @@ install() {  # install() <command> <package>: best effort, as root with apt-get
 }
 install erl erlang-base
 install elixir elixir
+install chromium chromium  # the headless-browser test of beamlet.http's WebSocket chat
 ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy

@@ -51,6 +51,8 @@ from beamlet.terms import Atom, Pid, Ref
 
 if _typing.TYPE_CHECKING:
     from beamlet import distribution as distribution
+    from beamlet import http as http
+    from beamlet import net as net
     from beamlet import net_kernel as net_kernel
     from beamlet import otp as otp
     from beamlet import rpc as rpc
@@ -67,6 +69,8 @@ _LAZY = {
     "nodes": "beamlet.distribution",
     "ping": "beamlet.net_kernel",
     "distribution": "beamlet.distribution",
+    "http": "beamlet.http",
+    "net": "beamlet.net",
     "net_kernel": "beamlet.net_kernel",
     "otp": "beamlet.otp",
     "rpc": "beamlet.rpc",

@@ -87,6 +87,7 @@ _BEAMLET_PROCESS_CODE = (
     os.path.join(_BEAMLET_DIR, "net_kernel.py"),
     os.path.join(_BEAMLET_DIR, "rpc.py"),
     os.path.join(_BEAMLET_DIR, "net", "listener.py"),
+    os.path.join(_BEAMLET_DIR, "http") + os.sep,
 )
 
 
