@@ -116,3 +116,32 @@ def test_sending_to_an_unregistered_name_raises_badarg():
         return "ok"
 
     assert run(main) == "ok"
+
+
+def test_a_send_from_a_thread_running_in_a_context_copied_from_a_process_wakes_the_receiver():
+    # asyncio (call_soon_threadsafe, to_thread) runs callbacks in a copy of the
+    # caller's context: a thread may see a scheduler's context variable. Its
+    # sends must still wake the receiver (not push to that scheduler's queue
+    # as if they came from it, without a wake-up).
+    import contextvars
+    import threading
+    import time
+
+    from beamlet import process_info, receive, self, send
+
+    async def main():
+        me = self()
+        ctx = contextvars.copy_context()
+
+        def later():
+            deadline = time.monotonic() + 5
+            while (process_info(me) or {}).get("status") != "waiting":
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.001)
+            ctx.run(send, me, "from a copied context")
+
+        threading.Thread(target=later).start()
+        return await receive(timeout=5)
+
+    assert beamlet.run(main, schedulers=1) == "from a copied context"

@@ -198,6 +198,8 @@ def send(dest: Any, msg: Any) -> Any:
                         # The pushing scheduler's queue (Scheduling.schedule);
                         # looked up here, only when needed: a send is hot.
                         s = current_scheduler()
+                        if s is not None and s.ident != _get_ident():
+                            s = None  # a context copied from a scheduler's (asyncio)
                         q = rt.runq if s is None else s.pushq
                         q.append(proc)
                     elif state < EXITING:

@@ -228,6 +228,8 @@ class Runtime(Scheduling):
         if self.stopping:
             raise RuntimeError("the beamlet runtime is shutting down")
         sched = current_scheduler()
+        if sched is not None and sched.ident != threading.get_ident():
+            sched = None  # a thread running in a context copied from a scheduler's
         if sched is None or parent is None:
             return self._spawn(fn, args, parent, link, monitor, is_main, None)
         # Masked: a kill must not leave a half-made process (kill.py; as in

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from beamlet._kernel.throttle import Throttle
 
 logger = logging.getLogger("beamlet")
+_get_ident = threading.get_ident
 
 #: OS priority (nice) of a thread while a runaway process holds it.
 RUNAWAY_NICE = 19
@@ -222,6 +223,8 @@ class Scheduler:
                     if self.retire():
                         return
                     continue  # rejoined, or woken as a spare (maybe with a first process)
+                if poller.due:
+                    poller.poll()  # sysmon: nobody has looked for POLL_EVERY
                 if one_queue:
                     countdown -= 1
                     if not countdown:
@@ -770,6 +773,8 @@ class Scheduling:
         pairs with :meth:`Scheduler.idle` so that a wake-up is never lost.
         """
         s = current_scheduler()
+        if s is not None and s.ident != _get_ident():
+            s = None  # a thread running in a context copied from a scheduler's (asyncio)
         q = self.runq if s is None else s.pushq
         q.append(proc)
         if self.idle or s is None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from beamlet._kernel.context import current_scheduler
@@ -48,6 +49,7 @@ from beamlet._kernel.process import (
 from beamlet.terms import Atom, Pid, Ref
 
 logger = logging.getLogger("beamlet")
+_get_ident = threading.get_ident
 
 if TYPE_CHECKING:
     from beamlet._kernel.runtime import Runtime
@@ -257,6 +259,8 @@ def put_locked(rt: Runtime, proc: Process, item: Any) -> int:
     # must never leave the lock held or a woken process off the run queue.
     signal = type(item) in SIGNALS
     s = current_scheduler()
+    if s is not None and s.ident != _get_ident():
+        s = None  # a thread running in a context copied from a scheduler's (asyncio)
     q = rt.runq if s is None else s.pushq
     with proc.lock:
         state = proc.state
@@ -287,6 +291,8 @@ def wake(rt: Runtime, proc: Process) -> None:
     """Make a WAITING process runnable (if it still waits): a message reached
     its inbox without the lock."""
     s = current_scheduler()
+    if s is not None and s.ident != _get_ident():
+        s = None  # a thread running in a context copied from a scheduler's (asyncio)
     q = rt.runq if s is None else s.pushq
     with proc.lock:
         woke = proc.state == WAITING
@@ -584,6 +590,8 @@ def monitor_and_send(rt: Runtime, proc: Process, ref: Ref, watcher: Pid, item: A
     EXITING or DEAD means neither was taken (the watcher is then owed a
     ``noproc`` Down, and a message to a dead process is dropped)."""
     s = current_scheduler()
+    if s is not None and s.ident != _get_ident():
+        s = None  # a thread running in a context copied from a scheduler's (asyncio)
     q = rt.runq if s is None else s.pushq
     with proc.lock:
         state = proc.state
@@ -697,6 +705,8 @@ def send_to_alias(rt: Runtime, owner: Pid, ref: Ref, item: Any) -> None:
     # one drops it without waking the owner. Otherwise the AliasMsg is
     # counted and appended behind what is in the inbox, and the owner tests it.
     s = current_scheduler()
+    if s is not None and s.ident != _get_ident():
+        s = None  # a thread running in a context copied from a scheduler's (asyncio)
     q = rt.runq if s is None else s.pushq
     with proc.lock:
         state = proc.state

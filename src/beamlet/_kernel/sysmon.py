@@ -268,9 +268,9 @@ class Sysmon:
             ticks += 1
             poller = rt.poller
             if poller.count and poller.overdue(time.monotonic()):
-                # Every scheduler busy with long turns (or being handed off):
-                # readiness must not wait for them (poller.py).
-                poller.poll()
+                # Every scheduler busy with long turns: the next one to pick a
+                # process polls first (poller.py).
+                poller.due = True
             self.sampled_time += dt * rt.n_schedulers
             busy = 0
             stuck: list[Scheduler] = []
