@@ -337,3 +337,24 @@ def module_of(w: Workload) -> str:
 
 def erlang_workload(w: Workload) -> str:
     return w.name if w.group == "otp" else module_of(w)
+
+
+WORKLOADS += (
+    Workload(
+        "aio_bridge",
+        "asyncio bridge: aio.run round trip; 64 processes through it; aio.call from asyncio",
+        (20_000, 1_000, 20_000),
+        (2_000, 100, 2_000),
+        (
+            Metric("run_us", "µs", target=60.0),
+            Metric("run_64_per_s", "/s", HIGHER, target=20_000.0),
+            Metric("call_us", "µs", target=60.0),
+            Metric("blocking_us", "µs"),
+            Metric("hop_pair_us", "µs"),
+        ),
+        runtimes=("beamlet", "asyncio"),
+        functions={"asyncio": "asyncio_"},
+        timeout=120.0,
+        group="aio",
+    ),
+)

@@ -83,7 +83,7 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
   venv=.venv-3.13t
   if [ -n "$ft_py" ] && { [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; }; then
     rm -rf "$venv"
-    if ! { "$ft_py" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e . \
+    if ! { "$ft_py" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e . "aiosqlite>=0.20,<1" \
         "pytest>=8,<10" "pytest-timeout>=2.2,<3" "hypothesis>=6.100,<7" \
         --only-binary hypothesis && touch "$venv/.installed"; }; then
       echo "could not set up $venv from $ft_py: skipping the free-threaded tests"
@@ -110,6 +110,7 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
           tests/kernel/test_kill.py tests/kernel/test_receive.py tests/kernel/test_timers.py \
           tests/kernel/test_process_info.py tests/kernel/test_inbox.py \
           tests/kernel/test_call_local.py tests/net/test_net.py tests/net/test_listener.py \
+          tests/aio/test_aio.py \
           >"$ft_log" 2>&1; then
         echo "-- round $i failed:"
         sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300

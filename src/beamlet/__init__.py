@@ -50,6 +50,7 @@ from beamlet._kernel.process import ANY, BadArg, Down, Exit, ProcessExit
 from beamlet.terms import Atom, Pid, Ref
 
 if _typing.TYPE_CHECKING:
+    from beamlet import aio as aio
     from beamlet import distribution as distribution
     from beamlet import http as http
     from beamlet import net as net
@@ -62,6 +63,7 @@ if _typing.TYPE_CHECKING:
 # Loaded by __getattr__ on first use: name -> the module that defines it (a
 # submodule is its own module). They import the names above from this package.
 _LAZY = {
+    "aio": "beamlet.aio",
     "NodeDown": "beamlet.distribution",
     "connect": "beamlet.net_kernel",
     "disconnect": "beamlet.distribution",

@@ -152,6 +152,7 @@ class Runtime(Scheduling):
         # I/O readiness (beamlet.net registers sockets): the schedulers poll it.
         self.poller = Poller()
         self.ports: dict[int, Any] = {}  # open sockets by id (beamlet.net)
+        self.shutdown_hooks: list[Callable[[], None]] = []  # at_shutdown
         self.main_pid: Pid | None = None
         self.main_done = threading.Event()
         self.main_outcome: tuple[bool, Any] = (False, None)
@@ -197,12 +198,23 @@ class Runtime(Scheduling):
         for s in self.schedulers:
             if s.thread is not None and s.thread is not threading.current_thread():
                 s.thread.join(max(0.0, joined_by - time.monotonic()))
+        for fn in reversed(self.shutdown_hooks):
+            try:
+                fn()
+            except Exception:
+                logger.exception("beamlet: shutdown hook %r failed", fn)
         self.timers.stop()
         self.pool.shutdown()
         for port in list(self.ports.values()):
             port.release()  # closed ones still flushing (beamlet.net's linger)
         self.poller.close()
         return stuck
+
+    def at_shutdown(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` as the runtime shuts down, once every process is dead
+        and the scheduler threads have stopped (last registered, first
+        called). A plug-in point: beamlet.aio stops its asyncio loop there."""
+        self.shutdown_hooks.append(fn)
 
     def reset_distribution(self) -> None:
         """The distribution stopped: every other node is unreachable again."""
