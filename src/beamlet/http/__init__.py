@@ -3,9 +3,12 @@
 ``await http.serve(app, port=...)`` serves ``async def app(req) -> Response``;
 each connection is a process that serves its keep-alive requests in turn and,
 after ``await req.upgrade()``, owns the WebSocket. Parsing is h11's (or
-httptools'), WebSocket framing wsproto's. The guide is docs/http.md.
+httptools'), WebSocket framing wsproto's. ``await http.serve_asgi(asgi_app,
+port=...)`` hosts an ASGI 3 application (Starlette, FastAPI) through
+``beamlet.aio``. The guide is docs/http.md.
 """
 
+from beamlet.http._asgi import AsgiServer, LifespanError, serve_asgi
 from beamlet.http._parsers import ParseError
 from beamlet.http._server import (
     BodyTooLarge,
@@ -19,9 +22,11 @@ from beamlet.http._server import (
 from beamlet.http._websocket import Close, ConnectionClosed, WebSocket
 
 __all__ = [
+    "AsgiServer",
     "BodyTooLarge",
     "Close",
     "ConnectionClosed",
+    "LifespanError",
     "ParseError",
     "Request",
     "Response",
@@ -29,5 +34,6 @@ __all__ = [
     "UpgradeError",
     "WebSocket",
     "serve",
+    "serve_asgi",
     "stop",
 ]
