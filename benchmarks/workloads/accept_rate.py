@@ -9,10 +9,10 @@ the connection) and C client tasks doing ``open_connection`` then ``close``
 
 from __future__ import annotations
 
-import errno
 import time
+from collections.abc import Callable
 
-from benchmarks.workloads.netcommon import HOST, raise_nofile, run_asyncio
+from benchmarks.workloads.netcommon import HOST, beamlet_acceptor, raise_nofile, run_asyncio
 
 
 def beamlet(total: int, clients: int, acceptors: int) -> dict[str, float]:
@@ -21,16 +21,12 @@ def beamlet(total: int, clients: int, acceptors: int) -> dict[str, float]:
 
     raise_nofile(4096)
 
-    async def acceptor(ls: net.Socket, parent: b.Pid) -> None:
-        while True:
-            try:
-                s = await net.accept(ls)
-            except OSError as e:
-                if e.errno == errno.EBADF:
-                    return  # the listening socket closed: the run is over
-                continue  # a connection that failed before it was accepted
+    def close_it(parent: b.Pid) -> Callable[[net.Socket], None]:
+        def on_socket(s: net.Socket) -> None:
             net.close(s)
             b.send(parent, "accepted")
+
+        return on_socket
 
     async def client(port: int, count: int) -> None:
         for _ in range(count):
@@ -41,7 +37,7 @@ def beamlet(total: int, clients: int, acceptors: int) -> dict[str, float]:
         ls = net.listen(0, HOST, backlog=4096)
         port = net.sockname(ls)[1]
         for _ in range(acceptors):
-            b.spawn(acceptor, ls, me)
+            b.spawn(beamlet_acceptor, ls, close_it(me))
         await b.sleep(0.05)
         each, extra = divmod(total, clients)
         t0 = time.perf_counter()

@@ -9,37 +9,20 @@ client is done. asyncio and uvloop use streams."""
 
 from __future__ import annotations
 
-import errno
 import time
 
-from benchmarks.workloads.netcommon import HOST, MSG, run_asyncio
+from benchmarks.workloads.netcommon import (
+    HOST,
+    MSG,
+    beamlet_acceptor,
+    beamlet_hand_to_echo,
+    run_asyncio,
+)
 
 
 def beamlet(conns: int, msgs: int) -> dict[str, float]:
     import beamlet as b
     from beamlet import net
-
-    async def acceptor(ls: net.Socket) -> None:
-        while True:
-            try:
-                s = await net.accept(ls)
-            except OSError as e:
-                if e.errno == errno.EBADF:
-                    return  # the listening socket closed: the run is over
-                continue  # a connection that failed before it was accepted
-            pid = b.spawn(echo, s)
-            net.controlling_process(s, pid)
-            b.send(pid, "go")
-
-    async def echo(s: net.Socket) -> None:
-        await b.receive("go")
-        net.setopts(s, active=True)
-        while True:
-            m = await b.receive()
-            if type(m) is net.Tcp:
-                await net.send(s, m.data)
-            else:
-                return  # TcpClosed
 
     async def client(parent: b.Pid, port: int) -> None:
         c = await net.connect(HOST, port, timeout=30)
@@ -54,7 +37,7 @@ def beamlet(conns: int, msgs: int) -> dict[str, float]:
     async def main() -> dict[str, float]:
         ls = net.listen(0, HOST)
         port = net.sockname(ls)[1]
-        b.spawn(acceptor, ls)
+        b.spawn(beamlet_acceptor, ls, beamlet_hand_to_echo)
         me = b.self()
         clients = [b.spawn(client, me, port) for _ in range(conns)]
         for _ in clients:

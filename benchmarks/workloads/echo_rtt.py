@@ -12,12 +12,18 @@ a watchdog reports."""
 
 from __future__ import annotations
 
-import errno
 import time
 from collections.abc import Awaitable, Callable
 
 from benchmarks.workloads.common import percentile
-from benchmarks.workloads.netcommon import HOST, MSG, run_asyncio, watchdog
+from benchmarks.workloads.netcommon import (
+    HOST,
+    MSG,
+    beamlet_acceptor,
+    beamlet_hand_to_echo,
+    run_asyncio,
+    watchdog,
+)
 
 WARM_TRIPS = 200  # uncounted round trips (connection and caches warm)
 WARM_S = 0.5  # with runaways: uncounted time while sysmon finds them
@@ -68,33 +74,11 @@ def beamlet(k: int, n: int, cap_ms: int) -> dict[str, object]:
         while True:
             x += 1
 
-    async def acceptor(ls: net.Socket) -> None:
-        while True:
-            try:
-                s = await net.accept(ls)
-            except OSError as e:
-                if e.errno == errno.EBADF:
-                    return  # the listening socket closed: the run is over
-                continue  # a connection that failed before it was accepted
-            pid = b.spawn(echo, s)
-            net.controlling_process(s, pid)
-            b.send(pid, "go")
-
-    async def echo(s: net.Socket) -> None:
-        await b.receive("go")
-        net.setopts(s, active=True)
-        while True:
-            m = await b.receive()
-            if type(m) is net.Tcp:
-                await net.send(s, m.data)
-            else:
-                return  # TcpClosed
-
     async def main() -> dict[str, object]:
         for _ in range(k):
             b.spawn(runaway)
         ls = net.listen(0, HOST)
-        b.spawn(acceptor, ls)
+        b.spawn(beamlet_acceptor, ls, beamlet_hand_to_echo)
         c = await net.connect(HOST, net.sockname(ls)[1], timeout=30)
 
         async def trip() -> None:

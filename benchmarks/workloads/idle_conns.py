@@ -13,13 +13,13 @@ workload is skipped (with a note) if that is not enough."""
 
 from __future__ import annotations
 
-import errno
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.workloads.common import rss
-from benchmarks.workloads.netcommon import HOST, raise_nofile, run_asyncio
+from benchmarks.workloads.netcommon import HOST, beamlet_acceptor, raise_nofile, run_asyncio
 
 ACCEPTORS = 10
 SPARE_FDS = 200
@@ -44,16 +44,11 @@ def beamlet(n: int, clients: int) -> dict[str, Any]:
     import beamlet as b
     from beamlet import net
 
-    async def acceptor(ls: net.Socket, parent: b.Pid) -> None:
-        while True:
-            try:
-                s = await net.accept(ls)
-            except OSError as e:
-                if e.errno == errno.EBADF:
-                    return  # the listening socket closed: the run is over
-                continue  # a connection that failed before it was accepted
-            pid = b.spawn(conn, s, parent)
-            net.controlling_process(s, pid)
+    def hand_to_conn(parent: b.Pid) -> Callable[[net.Socket], None]:
+        def on_socket(s: net.Socket) -> None:
+            net.controlling_process(s, b.spawn(conn, s, parent))
+
+        return on_socket
 
     async def conn(s: net.Socket, parent: b.Pid) -> None:
         b.send(parent, "up")
@@ -69,7 +64,7 @@ def beamlet(n: int, clients: int) -> dict[str, Any]:
         ls = net.listen(0, HOST, backlog=4096)
         port = net.sockname(ls)[1]
         for _ in range(ACCEPTORS):
-            b.spawn(acceptor, ls, me)
+            b.spawn(beamlet_acceptor, ls, hand_to_conn(me))
         await b.sleep(0.05)
         gc.collect()
         r0 = rss()

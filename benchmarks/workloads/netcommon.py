@@ -59,3 +59,45 @@ def watchdog(progress: list[Any], keys: tuple[str, ...], seconds: float = 3.0) -
             os._exit(0)
 
     threading.Thread(target=check, daemon=True).start()
+
+
+async def beamlet_acceptor(ls: Any, on_socket: Callable[[Any], None]) -> None:
+    """A beamlet acceptor process: ``on_socket(sock)`` for each connection
+    accepted on ``ls``, until ``ls`` closes (the run is over)."""
+    import errno
+
+    from beamlet import net
+
+    while True:
+        try:
+            s = await net.accept(ls)
+        except OSError as e:
+            if e.errno == errno.EBADF:
+                return  # the listening socket closed: the run is over
+            continue  # a connection that failed before it was accepted
+        on_socket(s)
+
+
+async def beamlet_echo(s: Any) -> None:
+    """A beamlet connection process echoing in active mode, once it owns ``s``."""
+    import beamlet as b
+    from beamlet import net
+
+    await b.receive("go")
+    net.setopts(s, active=True)
+    while True:
+        m = await b.receive()
+        if type(m) is net.Tcp:
+            await net.send(s, m.data)
+        else:
+            return  # TcpClosed
+
+
+def beamlet_hand_to_echo(s: Any) -> None:
+    """Start an echo process for ``s`` and hand the socket to it."""
+    import beamlet as b
+    from beamlet import net
+
+    pid = b.spawn(beamlet_echo, s)
+    net.controlling_process(s, pid)
+    b.send(pid, "go")

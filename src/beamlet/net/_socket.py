@@ -796,6 +796,19 @@ async def connect(
         raise
 
 
+async def _wait_to_read(s: Socket, cell: Ready, deadline: float | None, what: str) -> None:
+    """Wait as ``s``'s reader until ``cell`` is ready; ``TimeoutError`` at
+    ``deadline``. The socket forgets the reader however the wait ends."""
+    try:
+        ok = await wait_ready(cell, _left(deadline))
+    finally:
+        with s.lock:
+            if s.reader is cell:
+                s.reader = None
+    if not ok:
+        raise TimeoutError(f"{what} timed out")
+
+
 async def handshake(sock: Socket, timeout: float | None = None) -> None:
     """The server side of the TLS handshake of a socket accepted with
     ``accept(ls, handshake=False)`` (a no-op if it is done or the socket is
@@ -844,14 +857,7 @@ async def _handshake(s: Socket, deadline: float | None) -> None:
                 s.bytes_in += len(raw)
                 s._tls_in.write(raw)
         if cell is not None:
-            try:
-                ok = await wait_ready(cell, _left(deadline))
-            finally:
-                with s.lock:
-                    if s.reader is cell:
-                        s.reader = None
-            if not ok:
-                raise TimeoutError("TLS handshake timed out")
+            await _wait_to_read(s, cell, deadline, "TLS handshake")
 
 
 # ---------------------------------------------------------------- using
@@ -914,14 +920,7 @@ async def recv(sock: Socket, length: int = 0, timeout: float | None = None) -> b
                     rbuf += got
             cell = s.reader = Ready(proc.pid)
             s._arm()
-        try:
-            ok = await wait_ready(cell, _left(deadline))
-        finally:
-            with s.lock:
-                if s.reader is cell:
-                    s.reader = None
-        if not ok:
-            raise TimeoutError("recv timed out")
+        await _wait_to_read(s, cell, deadline, "recv")
 
 
 async def send(
@@ -1160,14 +1159,7 @@ async def recvfrom(sock: Socket, timeout: float | None = None) -> tuple[str, int
             else:
                 s.bytes_in += len(data)
                 return addr[0], addr[1], data
-        try:
-            ok = await wait_ready(cell, _left(deadline))
-        finally:
-            with s.lock:
-                if s.reader is cell:
-                    s.reader = None
-        if not ok:
-            raise TimeoutError("recvfrom timed out")
+        await _wait_to_read(s, cell, deadline, "recvfrom")
 
 
 async def sendto(sock: Socket, host: str, port: int, data: bytes) -> None:
