@@ -942,6 +942,19 @@ async def send(
             raise s.error
         if s.wr_closed:
             raise OSError(errno.EPIPE, "the socket was shut down for writing")
+        if not s.wsize and s.tls is None and type(data) is bytes and s.sock is not None:
+            # The common case, nothing queued: straight to the OS.
+            try:
+                n = s.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                s.error = e
+                raise
+            s.bytes_out += n
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
         s._queue(data)
         s._flush()
         if s.error is not None:
