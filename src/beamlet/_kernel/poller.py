@@ -69,6 +69,22 @@ Handler = Callable[[int], None]
 class Poller:
     """The runtime's epoll set (or a ``selectors`` fallback)."""
 
+    # Slots: the schedulers read ``due`` and ``count`` on every turn.
+    __slots__ = (
+        "_backend",
+        "_busy",
+        "_lock",
+        "_role",
+        "closed",
+        "count",
+        "due",
+        "events",
+        "handlers",
+        "last_poll",
+        "polls",
+        "waiting",
+    )
+
     def __init__(self) -> None:
         self.handlers: dict[int, Handler] = {}
         self.count = 0  # registered descriptors (0: schedulers park as before)
