@@ -183,7 +183,7 @@ def _runs_in(w: Workload, rt: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--only", help="comma-separated workloads (default: all)")
-    ap.add_argument("--group", help="kernel, preemption, otp, parallel, net or aio")
+    ap.add_argument("--group", help="kernel, preemption, otp, parallel, net, aio or http")
     ap.add_argument("--runtimes", help="comma-separated: " + ",".join(ALL_RUNTIMES))
     ap.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per pair; the median is reported")

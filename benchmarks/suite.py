@@ -329,7 +329,7 @@ def module_of(w: Workload) -> str:
         return "otp"
     if w.name in ("cpu_bound", "pairs"):
         return "parallel"
-    for base in ("lateness", "kill", "ring", "echo_rtt"):
+    for base in ("lateness", "kill", "ring", "echo_rtt", "http_hello"):
         if w.name.startswith(base):
             return base
     return w.name
@@ -356,5 +356,39 @@ WORKLOADS += (
         functions={"asyncio": "asyncio_"},
         timeout=120.0,
         group="aio",
+    ),
+)
+
+
+# beamlet.http under wrk (the server on one core); the "asyncio" column is
+# uvicorn on the same app. Needs wrk (apt-get install wrk).
+_HTTP_METRICS = (
+    Metric("h11_rps", "req/s", HIGHER),
+    Metric("h11_p99_ms", "ms"),
+    Metric("httptools_rps", "req/s", HIGHER),
+    Metric("httptools_p99_ms", "ms"),
+)
+WORKLOADS += (
+    Workload(
+        "http_hello",
+        "HTTP hello world, wrk -c64, server on one core (asyncio column: uvicorn)",
+        (4, 64, 0),
+        (1, 16, 0),
+        _HTTP_METRICS,
+        runtimes=("beamlet", "asyncio"),
+        functions={"asyncio": "asyncio_"},
+        timeout=120.0,
+        group="http",
+    ),
+    Workload(
+        "http_hello_runaway_4",
+        "the same with 4 runaway loops in the server (uvicorn: 4 spinning threads)",
+        (4, 64, 4),
+        (1, 16, 4),
+        _HTTP_METRICS,
+        runtimes=("beamlet", "asyncio"),
+        functions={"asyncio": "asyncio_"},
+        timeout=120.0,
+        group="http",
     ),
 )

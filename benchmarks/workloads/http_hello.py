@@ -160,6 +160,28 @@ def run_one(kind: str, seconds: float, connections: int, runaways: int) -> dict[
         server.wait()
 
 
+def _harness(runtime: str, seconds: int, connections: int, runaways: int) -> dict[str, Any]:
+    """One harness run (``python -m benchmarks --group http``): both parsers."""
+    if shutil.which("wrk") is None:
+        return {"note": "skipped: wrk is not installed (apt-get install wrk)"}
+    out: dict[str, Any] = {}
+    for parser in ("h11", "httptools"):
+        r = run_one(f"{runtime}-{parser}", seconds, connections, runaways)
+        out[f"{parser}_rps"] = r["rps"]
+        out[f"{parser}_p99_ms"] = r["p99_ms"]
+    return out
+
+
+def beamlet(seconds: int, connections: int, runaways: int) -> dict[str, Any]:
+    """beamlet.http (h11 and httptools) under wrk."""
+    return _harness("beamlet", seconds, connections, runaways)
+
+
+def asyncio_(seconds: int, connections: int, runaways: int) -> dict[str, Any]:
+    """uvicorn (h11 and httptools) under wrk: the harness's "asyncio" column."""
+    return _harness("uvicorn", seconds, connections, runaways)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--serve", help=argparse.SUPPRESS)
