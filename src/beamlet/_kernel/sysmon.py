@@ -267,7 +267,8 @@ class Sysmon:
             last = now
             ticks += 1
             poller = rt.poller
-            if poller.count and poller.overdue(time.monotonic()):
+            io_due = bool(poller.count) and poller.overdue(time.monotonic())
+            if io_due:
                 # Every scheduler busy with long turns: the next one to pick a
                 # process polls first (poller.py).
                 poller.due = True
@@ -340,7 +341,9 @@ class Sysmon:
                 rt.throttle.refresh(everyone=full)
                 rt.throttle.unstall(now)
             queued = rt.queued()
-            if stuck and queued:
+            if stuck and (queued or io_due):
+                # (Sockets nobody has polled count as work waiting: a stuck
+                # scheduler cannot poll them, a new thread will.)
                 # With a queue per scheduler, the others take a stuck one's
                 # queue by stealing when they run out of work: it is handed off
                 # if its own queue waits while nobody is idle to steal it, or
