@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 from typing import Any
 
-from benchmarks.workloads.http_hello import HOST, _free_port, _wait_port, parse_wrk
+from benchmarks.workloads.http_hello import HOST, wrk_server
 
 BODY = "hello"
 
@@ -64,33 +62,8 @@ def serve_uvicorn(port: int, parser: str) -> None:
 
 
 def run_one(kind: str, seconds: float, connections: int) -> dict[str, Any]:
-    port = _free_port()
-    ncpu = os.cpu_count() or 1
-    pin = ["taskset", "-c", "0"] if shutil.which("taskset") and ncpu > 1 else []
-    wrk_pin = ["taskset", "-c", "1"] if pin else []
-    cmd = [*pin, sys.executable, "-m", "benchmarks.workloads.http_asgi", "--serve", kind]
-    cmd += ["--port", str(port)]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port)
-        url = f"http://{HOST}:{port}/"
-        subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=False)
-        wrk = [
-            *wrk_pin,
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            url,
-        ]
-        out = subprocess.run(wrk, capture_output=True, text=True, check=False).stdout
-        result: dict[str, Any] = {"server": kind, "command": " ".join(wrk)}
-        result.update(parse_wrk(out))
-        return result
-    finally:
-        server.kill()
-        server.wait()
+    result = wrk_server("benchmarks.workloads.http_asgi", [kind], seconds, connections)
+    return {"server": kind, **result}
 
 
 def main(argv: list[str] | None = None) -> None:

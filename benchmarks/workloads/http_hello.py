@@ -129,13 +129,15 @@ def parse_wrk(out: str) -> dict[str, float]:
     return result
 
 
-def run_one(kind: str, seconds: float, connections: int, runaways: int) -> dict[str, Any]:
+def wrk_server(module: str, serve: list[str], seconds: float, connections: int) -> dict[str, Any]:
+    """Start ``python -m module --serve ... --port P`` (``serve``: the
+    arguments after ``--serve``) pinned to core 0, wait for its port, warm it
+    up, and measure it with wrk on core 1: wrk's figures and its command."""
     port = _free_port()
     ncpu = os.cpu_count() or 1
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and ncpu > 1 else []
     wrk_pin = ["taskset", "-c", "1"] if pin else []
-    cmd = [*pin, sys.executable, "-m", "benchmarks.workloads.http_hello", "--serve", kind]
-    cmd += ["--port", str(port), "--runaways", str(runaways)]
+    cmd = [*pin, sys.executable, "-m", module, "--serve", *serve, "--port", str(port)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port)
@@ -152,12 +154,18 @@ def run_one(kind: str, seconds: float, connections: int, runaways: int) -> dict[
             url,
         ]
         out = subprocess.run(wrk, capture_output=True, text=True, check=False).stdout
-        result: dict[str, Any] = {"server": kind, "runaways": runaways, "command": " ".join(wrk)}
+        result: dict[str, Any] = {"command": " ".join(wrk)}
         result.update(parse_wrk(out))
         return result
     finally:
         server.kill()
         server.wait()
+
+
+def run_one(kind: str, seconds: float, connections: int, runaways: int) -> dict[str, Any]:
+    serve = [kind, "--runaways", str(runaways)]
+    result = wrk_server("benchmarks.workloads.http_hello", serve, seconds, connections)
+    return {"server": kind, "runaways": runaways, **result}
 
 
 def _harness(runtime: str, seconds: int, connections: int, runaways: int) -> dict[str, Any]:
