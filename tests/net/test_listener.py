@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import shutil
 import ssl
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -554,22 +551,6 @@ def test_start_listener_refuses_a_port_in_use_and_bad_arguments():
 
 
 # ---------------------------------------------------------------- TLS
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost, made now with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-         "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_a_tls_listener_serves_and_a_failed_handshake_does_not_stop_it(certificate):

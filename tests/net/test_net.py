@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -501,22 +498,6 @@ def test_udp_active_and_passive():
 
 
 # ---------------------------------------------------------------- TLS
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost, made now with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-         "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls_echo_over_memory_bios_both_ways(certificate):
