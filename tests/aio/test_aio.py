@@ -134,17 +134,26 @@ def test_run_refuses_what_is_not_async():
     assert errors[0].startswith("aio.run needs an async function"), errors
 
 
+def announcing_forever(pid):
+    """An async function for the loop that tells ``pid`` "started", waits
+    forever, and tells it "cancelled" when its task is cancelled."""
+
+    async def forever():
+        send(pid, "started")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            send(pid, "cancelled")
+            raise
+
+    return forever
+
+
 def test_run_times_out_raises_timeout_error_and_cancels_the_task():
     async def main():
         me = beamlet.self()
 
-        async def forever():
-            send(me, "started")
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                send(me, "cancelled")
-                raise
+        forever = announcing_forever(me)
 
         try:
             await aio.run(forever, timeout=0.05)
@@ -204,13 +213,7 @@ def test_a_process_killed_or_exiting_while_it_waits_cancels_its_task(reason):
     async def main():
         me = beamlet.self()
 
-        async def forever():
-            send(me, "started")
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                send(me, "cancelled")
-                raise
+        forever = announcing_forever(me)
 
         async def worker():
             await aio.run(forever)
