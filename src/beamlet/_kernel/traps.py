@@ -27,7 +27,7 @@ from beamlet._kernel.kill import NO_EXC, clear_async_exc
 from beamlet._kernel.matching import matches, mentions
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.pool import DONE
-from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Down, Process
+from beamlet._kernel.process import DIE, NOTHING, WAIT, YIELD, Down, Process, ProcessExit
 from beamlet._kernel.signals import AliasMsg, WakeSig, drain
 from beamlet._kernel.timers import FIRED, PENDING
 
@@ -397,8 +397,6 @@ def take_messages(predicate: Callable[[Any], bool]) -> list[Any]:
     proc: Process = sched.current
     if (proc.inbox or proc.handoff is not NOTHING) and proc.signals == 0:
         if settle(proc):
-            from beamlet._kernel.process import ProcessExit
-
             raise ProcessExit(proc.doom)
     q = proc.queue
     if not q:

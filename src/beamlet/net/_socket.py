@@ -46,6 +46,7 @@ import os
 import socket as _socket
 import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from beamlet._kernel.context import current_runtime, current_scheduler
@@ -612,17 +613,19 @@ def _check_owner(s: Socket, proc: Process, what: str) -> None:
 def _deadline(timeout: float | None) -> float | None:
     if timeout is None:
         return None
-    return _monotonic() + max(0.0, timeout)
+    return time.monotonic() + max(0.0, timeout)
 
 
 def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - _monotonic()
+    return None if deadline is None else deadline - time.monotonic()
 
 
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
+def _bind_family(host: str) -> int:
+    """The address family to bind ``host`` with (IPv6 for an IPv6 literal)."""
+    try:
+        return _socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else _socket.AF_INET
+    except ValueError:
+        return _socket.AF_INET
 
 
 # ---------------------------------------------------------------- opening
@@ -659,10 +662,7 @@ def listen(
     accepted from it speak TLS (a server-side ``ssl.SSLContext``). Raises
     ``OSError`` (``EADDRINUSE``, ``EACCES``, ...)."""
     proc = _me()
-    try:
-        family = _socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else _socket.AF_INET
-    except ValueError:
-        family = _socket.AF_INET
+    family = _bind_family(host)
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
@@ -1135,10 +1135,7 @@ def open_udp(port: int = 0, host: str = "127.0.0.1", active: bool | str | int = 
     (``gen_udp:open``). Active: datagrams come as ``Udp(sock, host, port,
     data)`` messages; passive: :func:`recvfrom`."""
     proc = _me()
-    try:
-        family = _socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else _socket.AF_INET
-    except ValueError:
-        family = _socket.AF_INET
+    family = _bind_family(host)
     sock = _socket.socket(family, _socket.SOCK_DGRAM)
     try:
         sock.bind((host, port))
