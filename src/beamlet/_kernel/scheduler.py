@@ -483,6 +483,20 @@ class Scheduler:
             rt.wake_idle()
             rt.sysmon.poke()
 
+    def leave_idle(self) -> bool:
+        """Take itself off the idle list, if it is still there (nobody popped
+        it to unpark it); pokes sysmon if it sleeps. True if it was there."""
+        rt = self.rt
+        poke = False
+        with rt.idle_lock:
+            left = self in rt.idle
+            if left:
+                rt.idle.remove(self)
+                poke = rt.sysmon.leaving_idle()
+        if poke:
+            rt.sysmon.poke()
+        return left
+
     def idle(self) -> bool:
         """Park until there is work. Returns True when the runtime has stopped."""
         rt = self.rt
@@ -512,15 +526,7 @@ class Scheduler:
         # (A scheduler's push to its own queue needs no wake-up: it comes back
         # for it; one that finds us idle wakes us to steal.)
         if rt.queued():
-            poke = False
-            with rt.idle_lock:
-                left = self in rt.idle
-                if left:
-                    rt.idle.remove(self)
-                    poke = rt.sysmon.leaving_idle()
-            if left:
-                if poke:
-                    rt.sysmon.poke()
+            if self.leave_idle():
                 return False
             # Someone already popped us from idle and unparked us: consume it.
         self.current = None
@@ -533,14 +539,7 @@ class Scheduler:
             finally:
                 self.polling = False
             if ready is not None:
-                poke = False
-                with rt.idle_lock:
-                    left = self in rt.idle
-                    if left:  # woken by I/O, not by wake_idle
-                        rt.idle.remove(self)
-                        poke = rt.sysmon.leaving_idle()
-                if left and poke:
-                    rt.sysmon.poke()
+                self.leave_idle()  # (still listed if woken by I/O, not by wake_idle)
                 if ready:
                     rt.poller.dispatch(ready)  # (wakes go on this scheduler's queue)
                 return False
