@@ -8,7 +8,7 @@ port=...)`` hosts an ASGI 3 application (Starlette, FastAPI) through
 ``beamlet.aio``. The guide is docs/http.md.
 """
 
-from beamlet.http._asgi import AsgiServer, LifespanError, serve_asgi
+from beamlet.http._asgi import AsgiServer, ClientDisconnected, LifespanError, serve_asgi
 from beamlet.http._parsers import ParseError
 from beamlet.http._server import (
     BodyTooLarge,
@@ -24,6 +24,7 @@ from beamlet.http._websocket import Close, ConnectionClosed, WebSocket
 __all__ = [
     "AsgiServer",
     "BodyTooLarge",
+    "ClientDisconnected",
     "Close",
     "ConnectionClosed",
     "LifespanError",

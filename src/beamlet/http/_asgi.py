@@ -4,15 +4,34 @@ Theory of operation
 -------------------
 :func:`serve_asgi` is :func:`beamlet.http.serve` with a beamlet handler that
 hosts the ASGI application. Each connection is still a process that parses its
-requests and writes its responses; per request it builds the ASGI ``scope``,
+requests and writes its responses. Per request it builds the ASGI ``scope``,
 reads the whole body (bounded by ``max_body_size``: 413 past it, as
-``serve``), and hands both to the application on the node's asyncio loop with
-``await aio.run(_call_app, app, scope, body)``: the process waits holding no
-scheduler. On the loop, ``receive()`` returns the one ``http.request`` event
-with the body, and later ``http.disconnect`` once the response is complete
-(before that it waits, as a client that is still there); ``send()`` collects
-``http.response.start`` and the ``http.response.body`` chunks. The buffered
-response goes back to the process, which writes it as an ``http.Response``.
+``serve``) and starts the application as a task on the node's asyncio loop
+(``beamlet.aio``), with an :class:`_Exchange` as its ``receive``/``send``. What
+the application sends comes back to the process as messages ``(tag, kind, a,
+b)`` (``tag`` a fresh ref, so a selective receive takes only this exchange's);
+the process answers -- "written", "the client is gone" -- by calling the
+exchange's methods on the loop with ``call_soon_threadsafe``. The process waits
+holding no scheduler.
+
+http: ``http.response.start`` is held until the first body message, which goes
+with it; a response in one body message is an ordinary ``Response`` (with its
+Content-Length); otherwise the process writes the chunks as they come (a
+:class:`_Stream` body, chunked), acknowledging each once written, and the
+application's ``send`` waits for that acknowledgement: one chunk in flight. A
+watcher process (:func:`_guard`) monitors the connection process while a
+response streams: if it ends first, the application's next ``send`` raises
+:class:`ClientDisconnected` and its ``receive`` returns ``http.disconnect`` (the
+task is cancelled if the process was killed). A process killed while the
+application has not answered (a stop's deadline) cancels the task in its
+``finally``.
+
+websocket: the process waits for ``websocket.accept`` (then ``req.upgrade``)
+or a close (403); from then on it receives from the WebSocket -- frames, and
+the exchange's messages, in one mailbox -- forwards frames to the
+application's queue (at most ``WS_WINDOW`` not yet taken: past that it takes
+only the application's messages, and TCP holds the peer back), writes what the
+application sends and acknowledges it, and ends with the session.
 
 The lifespan protocol runs on the loop as one task for the server's life:
 ``serve_asgi`` waits for ``lifespan.startup.complete`` before it listens (a
@@ -24,11 +43,8 @@ word has none either.
 
 Limits: the application's code runs on the asyncio loop, one thread, outside
 beamlet's preemption: a runaway there stalls the loop, so every request of
-every ASGI server of the node (and every other ``aio.run``). A response is
-buffered whole before it is written (a streaming response or server-sent
-events arrive at once, at the end); a request body is read whole before the
-application runs. WebSocket scopes are not served (a handshake gets the
-application's answer to an ``http`` scope).
+every ASGI server of the node (and every other ``aio.run``). A request body is
+read whole before the application runs.
 """
 
 from __future__ import annotations
@@ -38,10 +54,13 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from beamlet import aio
+import beamlet
+from beamlet import ANY, Down, aio
 from beamlet._kernel.copying import register_immutable
 from beamlet.http._server import Request, Response, Server, serve
+from beamlet.http._websocket import Close
 from beamlet.net import _socket as _net
+from beamlet.terms import Pid
 
 logger = logging.getLogger("beamlet.http")
 
@@ -60,37 +79,159 @@ class LifespanError(RuntimeError):
     """The ASGI application's lifespan startup failed (``serve_asgi`` raises it)."""
 
 
-# ---------------------------------------------------------------- a request, on the loop
+# ---------------------------------------------------------------- the loop's side
+
+
+class ClientDisconnected(OSError):
+    """Raised by an ASGI ``send`` once the client is gone (ASGI spec 2.4: "a
+    server-specific subclass of OSError")."""
+
+
+def _post(pid: Pid, msg: Any) -> None:
+    """From the loop: a message to the connection process."""
+    try:
+        aio.send(pid, msg)
+    except RuntimeError:
+        pass  # the runtime is gone: nobody to tell
 
 
 class _Exchange:
-    """One request's ``receive`` and ``send`` (on the loop's thread)."""
+    """One scope's ``receive`` and ``send``, on the loop's thread; its
+    connection process is told what the application says with messages
+    ``(tag, kind, a, b)`` and answers by calling methods here through
+    ``call_soon_threadsafe``."""
 
-    __slots__ = ("body", "chunks", "complete", "done", "headers", "request_sent", "status")
+    __slots__ = (
+        "acked",
+        "body",
+        "closed",
+        "complete",
+        "gone",
+        "headers",
+        "inbox",
+        "pid",
+        "request_sent",
+        "scope_type",
+        "started",
+        "status",
+        "tag",
+        "task",
+    )
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, pid: Pid, tag: Any, scope_type: str, body: bytes = b"") -> None:
+        self.pid = pid
+        self.tag = tag
+        self.scope_type = scope_type
         self.body = body
         self.request_sent = False
-        self.status: int | None = None
+        self.status: int | None = None  # http.response.start seen
         self.headers: Any = None
-        self.chunks: list[bytes] = []
-        self.complete = False
-        self.done: asyncio.Event | None = None
+        self.started = False  # the process has the response's head
+        self.complete = False  # the response (http) / the session (websocket) is over
+        self.closed = False  # websocket: a close was sent
+        self.gone = False  # the client, or the connection process, is gone
+        self.acked: asyncio.Future[None] | None = None  # the process wrote what we sent
+        self.inbox: asyncio.Queue[Message] | None = None  # websocket: the peer's messages
+        self.task: asyncio.Task[None] | None = None
+
+    # -- called through call_soon_threadsafe by the process
+
+    def start(self, app: ASGIApp, scope: Scope) -> None:
+        if self.gone:
+            return
+        self.task = asyncio.get_running_loop().create_task(self._run(app, scope))
+
+    def ack(self, error: bool) -> None:
+        """The process wrote what the application sent last (or failed to)."""
+        fut, self.acked = self.acked, None
+        if fut is not None and not fut.done():
+            if error:
+                fut.set_exception(ClientDisconnected("the client is gone"))
+            else:
+                fut.set_result(None)
+
+    def push(self, message: Message) -> None:
+        """websocket: a message from the peer for ``receive``."""
+        if self.inbox is not None:
+            self.inbox.put_nowait(message)
+
+    def leave(self, cancel: bool) -> None:
+        """The client or the connection process is gone: ``send`` raises,
+        ``receive`` says disconnect; ``cancel``: the application's task too."""
+        if not self.gone:
+            self.gone = True
+            self.ack(True)
+            if self.inbox is not None:
+                self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        if cancel and self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    # -- the application's side
+
+    async def _run(self, app: ASGIApp, scope: Scope) -> None:
+        error: BaseException | None = None
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as e:
+            error = e
+            if isinstance(e, asyncio.CancelledError):
+                raise
+        finally:
+            self._finished(scope, error)
+
+    def _finished(self, scope: Scope, error: BaseException | None) -> None:
+        if self.scope_type == "websocket":
+            _post(self.pid, (self.tag, "done", error is not None, None))
+            if error is not None and not isinstance(error, asyncio.CancelledError):
+                if not (self.gone and isinstance(error, ClientDisconnected)):
+                    _log_app_error(scope, error)
+            return
+        if self.complete:
+            if error is not None and not isinstance(error, asyncio.CancelledError | OSError):
+                # The response is complete: the client has it; the crash is reported.
+                _log_app_error(scope, error, after_response=True)
+            return
+        if error is None:
+            what = "starting" if self.status is None else "completing"
+            error = RuntimeError(f"ASGI: the application returned without {what} a response")
+        self.complete = True
+        _post(self.pid, (self.tag, "failed", error, self.started))
 
     async def receive(self) -> Message:
+        if self.scope_type == "websocket":
+            if not self.request_sent:
+                self.request_sent = True
+                return {"type": "websocket.connect"}
+            assert self.inbox is not None
+            msg = await self.inbox.get()
+            if msg["type"] == "websocket.receive":
+                _post(self.pid, (self.tag, "took", None, None))
+            return msg
         if not self.request_sent:
             self.request_sent = True
             return {"type": "http.request", "body": self.body, "more_body": False}
-        if not self.complete:
-            # The client is there until the response is complete (buffered:
-            # it cannot be seen leaving before that).
-            if self.done is None:
-                self.done = asyncio.Event()
-            await self.done.wait()
+        # The client is there until the response is complete, or it goes.
+        while not (self.complete or self.gone):
+            fut = self.acked
+            if fut is None:
+                fut = self.acked = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.shield(fut)
+            except ClientDisconnected:
+                break
         return {"type": "http.disconnect"}
+
+    async def _wait_written(self) -> None:
+        fut = self.acked
+        if fut is None:
+            fut = self.acked = asyncio.get_running_loop().create_future()
+        await fut
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
+        if self.scope_type == "websocket":
+            await self._ws_send(kind, message)
+            return
         if kind == "http.response.start":
             if self.status is not None:
                 raise RuntimeError("ASGI: http.response.start sent twice")
@@ -101,37 +242,124 @@ class _Exchange:
                 raise RuntimeError("ASGI: http.response.body sent before http.response.start")
             if self.complete:
                 raise RuntimeError("ASGI: http.response.body sent after the response completed")
-            chunk = message.get("body", b"")
-            if chunk:
-                self.chunks.append(chunk)
-            if not message.get("more_body", False):
+            if self.gone:
+                raise ClientDisconnected("the client is gone")
+            chunk = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if not self.started:
+                self.started = True
+                _post(self.pid, (self.tag, "response", (self.status, self.headers, chunk), more))
+            elif chunk or not more:
+                _post(self.pid, (self.tag, "body", chunk, more))
+            else:
+                return  # an empty chunk with more to come: nothing to write
+            if not more:
                 self.complete = True
-                if self.done is not None:
-                    self.done.set()
+                self.ack(False)  # wakes a receive() waiting for the end
+                return
+            await self._wait_written()  # flow control: one chunk in flight
         else:
             raise RuntimeError(f"ASGI: unexpected message {kind!r} on an http scope")
 
+    async def _ws_send(self, kind: str, message: Message) -> None:
+        if kind == "websocket.accept":
+            if self.started or self.closed:
+                raise RuntimeError("ASGI: websocket.accept sent twice or after a close")
+            if self.gone:
+                raise ClientDisconnected("the client is gone")
+            self.started = True
+            _post(self.pid, (self.tag, "accept", message.get("subprotocol"), None))
+        elif kind == "websocket.send":
+            if not self.started:
+                raise RuntimeError("ASGI: websocket.send before websocket.accept")
+            if self.closed or self.gone:
+                raise ClientDisconnected("the WebSocket is closed")
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text")
+            if not isinstance(data, str | bytes | bytearray):
+                raise TypeError("ASGI: websocket.send needs 'bytes' or 'text'")
+            _post(self.pid, (self.tag, "send", data, None))
+            await self._wait_written()
+        elif kind == "websocket.close":
+            if self.closed or self.gone:
+                return
+            self.closed = True
+            code = int(message.get("code", 1000))
+            _post(self.pid, (self.tag, "close", code, str(message.get("reason") or "")))
+        else:
+            raise RuntimeError(f"ASGI: unexpected message {kind!r} on a websocket scope")
 
-async def _call_app(app: ASGIApp, scope: Scope, body: bytes) -> tuple[int, Any, bytes]:
-    """Run the application on one request (on the loop); its buffered response."""
-    ex = _Exchange(body)
+
+def _log_app_error(scope: Scope, error: BaseException, after_response: bool = False) -> None:
+    when = " after completing its response to" if after_response else " on"
+    logger.error(
+        "beamlet.http: the ASGI application raised%s %s %s",
+        when,
+        scope.get("method", "WEBSOCKET"),
+        scope["path"],
+        exc_info=error,
+    )
+
+
+async def _guard(conn: Pid, tag: Any, ev: asyncio.AbstractEventLoop, ex: _Exchange) -> None:
+    """A streamed response's watcher: when its connection process ends
+    before the response does, the application learns the client is gone (and
+    its task is cancelled if the process was killed)."""
+    ref = beamlet.monitor(conn)
+    msg = await beamlet.receive(ANY)
+    if type(msg) is Down and msg.ref == ref:
+        _call(ev, ex.leave, msg.reason != "normal")
+
+
+def _call(ev: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
     try:
-        await app(scope, ex.receive, ex.send)
-    except Exception:
-        if not ex.complete:
-            raise
-        # The response is complete: the client gets it; the crash is reported.
-        logger.exception(
-            "beamlet.http: the ASGI application raised after completing its response to %s %s",
-            scope["method"],
-            scope["path"],
-        )
-    if ex.status is None:
-        raise RuntimeError("ASGI: the application returned without starting a response")
-    if not ex.complete:
-        raise RuntimeError("ASGI: the application returned without completing its response")
-    chunks = ex.chunks
-    return ex.status, ex.headers, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        ev.call_soon_threadsafe(fn, *args, context=aio._clean())
+    except RuntimeError:
+        pass  # the loop is closed: its tasks went with it
+
+
+@register_immutable
+class _Stream:
+    """A streamed response's body, in the connection process: the chunks the
+    application sends, each acknowledged once written (one in flight)."""
+
+    __slots__ = ("done", "ev", "ex", "first", "guard", "tag")
+
+    def __init__(
+        self, ev: asyncio.AbstractEventLoop, ex: _Exchange, tag: Any, first: bytes, guard: Pid
+    ) -> None:
+        self.ev = ev
+        self.ex = ex
+        self.tag = tag
+        self.first: bytes | None = first
+        self.done = False
+        self.guard = guard
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.first is not None:
+            chunk, self.first = self.first, None
+            return chunk
+        if self.done:
+            raise StopAsyncIteration
+        _call(self.ev, self.ex.ack, False)  # the previous chunk is written
+        _, kind, a, b = await beamlet.receive((self.tag, ANY, ANY, ANY))
+        if kind == "body":
+            if not b:
+                self.done = True
+                beamlet.send(self.guard, "done")
+            return a  # type: ignore[no-any-return]
+        # "failed" in the middle: the response is broken off (the peer sees
+        # the connection close, as uvicorn's)
+        beamlet.send(self.guard, "done")
+        raise _Broken(a)
+
+
+class _Broken(Exception):
+    """The application failed in the middle of a streamed response."""
 
 
 # ---------------------------------------------------------------- the handler, in the process
@@ -154,21 +382,17 @@ class _AsgiHandler:
     def __deepcopy__(self, memo: Any) -> _AsgiHandler:
         return self
 
-    async def __call__(self, req: Request) -> Response:
-        body = await req.body()
-        target = req.target
-        raw_path, _, query = target.partition("?")
-        sock = req._conn.sock
+    def _scope(self, req: Request, kind: str) -> dict[str, Any]:
+        raw_path, _, query = req.target.partition("?")
         try:
-            server: tuple[str, int] | None = _net.sockname(sock)
+            server: tuple[str, int] | None = _net.sockname(req._conn.sock)
         except OSError:
             server = None
         scope: dict[str, Any] = {
-            "type": "http",
+            "type": kind,
             "asgi": _ASGI,
             "http_version": req.http_version,
-            "method": req.method,
-            "scheme": "http",
+            "scheme": "http" if kind == "http" else "ws",
             "path": req.path,
             "raw_path": raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
@@ -178,8 +402,113 @@ class _AsgiHandler:
             "server": server,
             "state": self.state.copy(),
         }
-        status, headers, content = await aio.run(_call_app, self.app, scope, body)
-        return Response(status, content, headers)
+        if kind == "http":
+            scope["method"] = req.method
+        else:
+            offered = req.headers.get("sec-websocket-protocol", "")
+            scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
+        return scope
+
+    async def __call__(self, req: Request) -> Response:
+        hs = req.headers
+        if "websocket" in hs.get("upgrade", "").lower() and req.method == "GET":
+            return await self._websocket(req)
+        body = await req.body()
+        tag = beamlet.make_ref()
+        ev = aio.loop()
+        ex = _Exchange(beamlet.self(), tag, "http", body)
+        ev.call_soon_threadsafe(ex.start, self.app, self._scope(req, "http"), context=aio._clean())
+        answered = False
+        try:
+            _, kind, a, more = await beamlet.receive((tag, ANY, ANY, ANY))
+            if kind == "failed":
+                answered = True
+                raise a
+            status, headers, chunk = a
+            if not more:
+                answered = True
+                return Response(status, chunk, headers)
+            if req.method == "HEAD":  # nothing is written: take it all, for the length
+                parts = [chunk]
+                while more:
+                    _call(ev, ex.ack, False)
+                    _, kind, chunk, more = await beamlet.receive((tag, ANY, ANY, ANY))
+                    if kind == "failed":
+                        answered = True
+                        raise chunk
+                    parts.append(chunk)
+                answered = True
+                return Response(status, b"".join(parts), headers)
+            # Streamed: the process writes each chunk as it comes; a watcher
+            # tells the application if the connection ends first.
+            guard = beamlet.spawn(_guard, beamlet.self(), tag, ev, ex)
+            answered = True
+            return Response(status, _Stream(ev, ex, tag, chunk, guard), headers)
+        finally:
+            if not answered:  # killed, or timed out, while the application ran
+                _call(ev, ex.leave, True)
+
+    async def _websocket(self, req: Request) -> Response:
+        tag = beamlet.make_ref()
+        ev = aio.loop()
+        ex = _Exchange(beamlet.self(), tag, "websocket")
+        ex.inbox = asyncio.Queue()  # (only touched on the loop from now on)
+        ev.call_soon_threadsafe(
+            ex.start, self.app, self._scope(req, "websocket"), context=aio._clean()
+        )
+        pattern = (tag, ANY, ANY, ANY)
+        try:
+            # The handshake: the application accepts, or closes (403).
+            while True:
+                _, kind, a, b = await beamlet.receive(pattern)
+                if kind == "accept":
+                    ws = await req.upgrade(a)
+                    break
+                if kind in ("close", "done", "failed"):
+                    return Response(403, b"")
+                if kind == "send":  # (refused by the exchange before accept)
+                    _call(ev, ex.ack, True)
+            waiting = 0  # peer messages handed over, not yet taken by the app
+            while True:
+                if waiting >= WS_WINDOW:
+                    msg = await beamlet.receive(pattern)  # the app's turn first
+                else:
+                    msg = await ws.receive()
+                t = type(msg)
+                if t is str:
+                    waiting += 1
+                    _call(ev, ex.push, {"type": "websocket.receive", "text": msg})
+                elif t is bytes:
+                    waiting += 1
+                    _call(ev, ex.push, {"type": "websocket.receive", "bytes": msg})
+                elif t is Close:
+                    _call(ev, ex.push, {"type": "websocket.disconnect", "code": msg.code})
+                    return Response(200)
+                elif t is tuple and len(msg) == 4 and msg[0] == tag:
+                    kind, a, b = msg[1], msg[2], msg[3]
+                    if kind == "took":
+                        waiting -= 1
+                    elif kind == "send":
+                        try:
+                            await ws.send(a)
+                        except ConnectionError:
+                            _call(ev, ex.ack, True)
+                            return Response(200)
+                        _call(ev, ex.ack, False)
+                    elif kind == "close":
+                        await ws.close(a, b)
+                        return Response(200)
+                    elif kind == "done":
+                        await ws.close(1011 if a else 1000)
+                        return Response(200)
+                # anything else sent to the connection process is dropped
+        finally:
+            _call(ev, ex.leave, False)
+
+
+#: WebSocket messages from the peer handed to an ASGI application that has
+#: not taken them yet: past it, the connection stops reading the socket.
+WS_WINDOW = 16
 
 
 # ---------------------------------------------------------------- lifespan, on the loop
@@ -319,8 +648,8 @@ async def serve_asgi(
     node's asyncio loop (``beamlet.aio``). Runs the lifespan startup first
     (``lifespan``: ``"auto"``, ``"on"``, ``"off"``; a failed startup raises
     :class:`LifespanError`); ``await server.stop()`` runs its shutdown.
-    Responses are buffered whole; WebSocket scopes are not served. The other
-    options are :func:`serve`'s."""
+    Responses stream as the application sends them; WebSocket scopes are
+    served. The other options are :func:`serve`'s."""
     if lifespan not in ("auto", "on", "off"):
         raise ValueError(f"lifespan must be 'auto', 'on' or 'off', got {lifespan!r}")
     if not callable(app):
