@@ -195,7 +195,11 @@ class _Exchange:
             what = "starting" if self.status is None else "completing"
             error = RuntimeError(f"ASGI: the application returned without {what} a response")
         self.complete = True
-        _post(self.pid, (self.tag, "failed", error, self.started))
+        if not isinstance(error, asyncio.CancelledError):
+            _log_app_error(scope, error)  # here, with the application's own traceback
+        # The process answers 500 (or cuts a started response off); only
+        # plain data crosses: an exception may not survive a copy.
+        _post(self.pid, (self.tag, "failed", repr(error), self.started))
 
     async def receive(self) -> Message:
         if self.scope_type == "websocket":
@@ -358,8 +362,9 @@ class _Stream:
         raise _Broken(a)
 
 
-class _Broken(Exception):
-    """The application failed in the middle of a streamed response."""
+class _Broken(ConnectionError):
+    """The application failed in the middle of a streamed response (already
+    reported on the loop): the connection is cut, as a failed write's would be."""
 
 
 # ---------------------------------------------------------------- the handler, in the process
@@ -423,7 +428,7 @@ class _AsgiHandler:
             _, kind, a, more = await beamlet.receive((tag, ANY, ANY, ANY))
             if kind == "failed":
                 answered = True
-                raise a
+                return _FAILED
             status, headers, chunk = a
             if not more:
                 answered = True
@@ -435,7 +440,7 @@ class _AsgiHandler:
                     _, kind, chunk, more = await beamlet.receive((tag, ANY, ANY, ANY))
                     if kind == "failed":
                         answered = True
-                        raise chunk
+                        return _FAILED
                     parts.append(chunk)
                 answered = True
                 return Response(status, b"".join(parts), headers)
@@ -505,6 +510,10 @@ class _AsgiHandler:
         finally:
             _call(ev, ex.leave, False)
 
+
+#: The answer to a request whose application failed before it answered (the
+#: failure is reported on the loop, with the application's traceback).
+_FAILED = Response(500, b"Internal Server Error\n")
 
 #: WebSocket messages from the peer handed to an ASGI application that has
 #: not taken them yet: past it, the connection stops reading the socket.
