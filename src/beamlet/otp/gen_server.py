@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 
 import beamlet
 from beamlet import ANY, Down, Exit, Pid, ProcessExit, Ref
+from beamlet import code as _code
 from beamlet.otp import gen
 from beamlet.otp.errors import ServerExit, StartError
 
@@ -127,10 +128,15 @@ class GenServer:
         killed outright (``"kill"``, or not trapping exits) does not run it."""
         return None
 
-    async def code_change(self, old_vsn: Any, extra: Any) -> None:
-        """Called on a code upgrade to convert the state from ``old_vsn``
-        (Erlang's ``code_change/3``). Reserved: beamlet does not upgrade code
-        yet."""
+    async def code_change(self, old_vsn: Any, state: dict[str, Any], extra: Any) -> Any:
+        """Called by :func:`beamlet.code.upgrade` on the server's own turn, on
+        the *new* version of its class, to migrate the state from version
+        ``old_vsn`` (the old module's ``__vsn__``, else its version number;
+        Erlang's ``code_change/3``). ``self`` already holds the old attributes;
+        ``state`` is a copy of them. Set attributes on ``self`` and return None,
+        or return a dict: the new attributes. Raising (or returning anything
+        else) fails the upgrade: the load is undone and the server keeps its
+        old code and state. Default: keep the state as it is."""
         return None
 
     # -- starting --------------------------------------------------------
@@ -155,6 +161,8 @@ async def _serve(
     ack: Any, cls: type[GenServer], args: tuple[Any, ...], name: str | None, parent: Pid
 ) -> None:
     me = beamlet.self()
+    if _code.generation[0]:
+        cls = _code.current_class(cls)  # the module's current version, as Erlang starts
     server = cls.__new__(cls)
     try:
         if name is not None:
@@ -183,10 +191,18 @@ async def _loop(server: GenServer, me: Pid, parent: Pid) -> None:
     receive = beamlet.receive
     send = beamlet.send
     GEN_CALL, GEN_CAST, SYSTEM, ALIAS = gen.GEN_CALL, gen.GEN_CAST, gen.SYSTEM, gen.ALIAS
+    # beamlet.code's load counter: when it moves, the server takes the current
+    # version of its class before the next message (a fully qualified call in
+    # Erlang's gen_server); while it stays, one list read per message.
+    generation = _code.generation
+    seen = generation[0]
     last: Any = None
     try:
         while True:
             msg = last = await receive()
+            if generation[0] != seen:
+                seen = generation[0]
+                _take_current_class(server)
             result: Any = None
             if type(msg) is tuple and len(msg) == 3 and msg[0] == GEN_CALL:
                 from_ = msg[1]
@@ -209,6 +225,8 @@ async def _loop(server: GenServer, me: Pid, parent: Pid) -> None:
                 result = await server.handle_cast(msg[1])
             elif type(msg) is tuple and len(msg) == 3 and msg[0] == SYSTEM:
                 result = _system(server, msg[1], msg[2])
+                if result is _SUSPEND:
+                    result = await _suspended(server, parent, msg[1])
             elif type(msg) is Exit and msg.pid == parent:
                 result = Stop(msg.reason)  # our parent (supervisor) stops us: we trap exits
             else:
@@ -230,9 +248,93 @@ async def _loop(server: GenServer, me: Pid, parent: Pid) -> None:
         raise ProcessExit(e) from e
 
 
+_SUSPEND = object()
+
+
+def _take_current_class(server: GenServer) -> None:
+    """Give ``server`` the current version of its class, if beamlet.code loaded
+    a new one (its attributes, the state, stay as they are)."""
+    cls = type(server)
+    new = _code.current_class(cls)
+    if new is not cls:
+        try:
+            server.__class__ = new
+        except TypeError as e:  # a different layout (__slots__): keep the old class
+            logger.warning("%r keeps %s: cannot take its new version (%s)", beamlet.self(), cls, e)
+
+
+async def _suspended(server: GenServer, parent: Pid, suspender: Any) -> Any:
+    """sys:suspend: answer only system messages (and the parent's exit) until
+    ``resume``; ``change_code`` is one of them (beamlet.code.upgrade). Unlike
+    sys, a server whose suspender exits without resuming it resumes by itself."""
+    SYSTEM = gen.SYSTEM
+    who = suspender[0] if type(suspender) is tuple and suspender else None
+    ref = beamlet.monitor(who) if type(who) is Pid else beamlet.make_ref()
+    try:
+        return await _suspended_loop(server, parent, ref, SYSTEM)
+    finally:
+        beamlet.demonitor(ref, flush=True)
+
+
+async def _suspended_loop(server: GenServer, parent: Pid, ref: Ref, SYSTEM: Any) -> Any:
+    while True:
+        msg = await beamlet.receive((SYSTEM, ANY, ANY), Exit(parent, ANY), Down(ref, ANY, ANY))
+        if type(msg) is Exit:
+            return Stop(msg.reason)
+        if type(msg) is Down:
+            logger.warning("%r resumes: %r suspended it and exited", beamlet.self(), msg.pid)
+            return None
+        from_, request = msg[1], msg[2]
+        kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "resume":
+            gen.reply(from_, "ok")
+            return None
+        if kind == "change_code":
+            answer = await _change_code(server, request[2], request[3])
+            try:
+                gen.reply(from_, answer)
+            except TypeError:  # an exception that cannot be copied into a message
+                gen.reply(from_, ("error", repr(answer[1])))
+            continue
+        result = _system(server, from_, request)
+        if isinstance(result, Stop):
+            return result
+
+
+async def _change_code(server: GenServer, old_vsn: Any, extra: Any) -> Any:
+    """sys:change_code on the server's own turn: the current version of its
+    class migrates the state with ``code_change``; if that fails, the server
+    keeps its class and its state."""
+    cls = type(server)
+    new_cls = _code.current_class(cls)
+    state = dict(server.__dict__)
+    trial = new_cls.__new__(new_cls)
+    trial.__dict__.update(state)
+    try:
+        result = await trial.code_change(old_vsn, dict(state), extra)
+        if isinstance(result, dict):
+            trial.__dict__.clear()
+            trial.__dict__.update(result)
+        elif result is not None:
+            raise TypeError(f"code_change must return None or a dict, not {result!r}")
+        server.__class__ = new_cls
+    except Exception as e:
+        logger.error("code_change of %r (%s) failed: %r", beamlet.self(), new_cls.__qualname__, e)
+        return ("error", e)
+    server.__dict__.clear()
+    server.__dict__.update(trial.__dict__)
+    return "ok"
+
+
 def _system(server: GenServer, from_: gen.From, request: Any) -> Any:
     kind = request[0] if isinstance(request, tuple) else request
-    if kind == "get_state":
+    if kind == "suspend":
+        cls = type(server)
+        gen.reply(from_, ("ok", cls.__module__, cls.__qualname__))
+        return _SUSPEND
+    if kind == "resume":
+        gen.reply(from_, "ok")  # not suspended: nothing to do (sys:resume)
+    elif kind == "get_state":
         gen.reply(from_, _state_of(server))
     elif kind == "replace_state":
         state = request[1](_state_of(server))

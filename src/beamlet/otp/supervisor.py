@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import beamlet
 from beamlet import ANY, Atom, Down, Exit, Pid, Ref
+from beamlet import code as _code
 from beamlet.otp import gen
 from beamlet.otp.errors import ChildRunning, StartError
 from beamlet.otp.gen_server import GenServer, Stop, is_normal_exit
@@ -173,6 +174,7 @@ class _Supervising(GenServer):
         self.intensity = intensity
         self.period = period
         self.restarts: collections.deque[float] = collections.deque()
+        self.restart_count = 0  # every restart since start (beamlet.observer.tree)
         self.by_pid: dict[Pid, _Child] = {}
         self.retries: dict[Ref, _Child] = {}
 
@@ -220,6 +222,7 @@ class _Supervising(GenServer):
             )  # fmt: skip
             await self._stop_all(self._children())
             return Stop("shutdown")
+        self.restart_count += 1
         group = self._group(child)
         await self._stop_all(group)
         for c in group:
@@ -401,6 +404,12 @@ def _too_many_restarts(restarts: collections.deque[float], intensity: int, perio
 
 async def _start(spec: ChildSpec) -> Pid:
     fn, args, *kwargs = spec.start
+    if _code.generation[0]:
+        # A child starts in the current version of its module, as Erlang's
+        # {M, F, A} does: a restart after beamlet.code loaded a fix runs the fix.
+        fn = _code.current(fn)
+        if fn is _spawn_linked and args:
+            args = (_code.current(args[0]), *args[1:])
     try:
         pid = await fn(*args, **(kwargs[0] if kwargs else {}))
     except StartError:
