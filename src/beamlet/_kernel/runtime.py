@@ -152,6 +152,8 @@ class Runtime(Scheduling):
         # I/O readiness (beamlet.net registers sockets): the schedulers poll it.
         self.poller = Poller()
         self.ports: dict[int, Any] = {}  # open sockets by id (beamlet.net)
+        # Bytes in and out of the sockets released so far (beamlet.observer's totals).
+        self.io_released = [0, 0]
         self.shutdown_hooks: list[Callable[[], None]] = []  # at_shutdown
         self.main_pid: Pid | None = None
         self.main_done = threading.Event()

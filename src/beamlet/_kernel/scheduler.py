@@ -138,6 +138,8 @@ class Scheduler:
         "stuck_for",
         "thread",
         "tstate",
+        "util",
+        "util_at",
     )
 
     def __init__(self, rt: Runtime, index: int) -> None:
@@ -177,6 +179,10 @@ class Scheduler:
         self.seen_reductions = 0
         self.stuck_for = 0.0
         self.stuck_cpu = 0.0  # its thread's CPU time when sysmon first saw ``seen`` run
+        # Its recent utilisation (0..1, a moving average over about UTIL_WINDOW
+        # seconds of sysmon's samples) and when sysmon last sampled it.
+        self.util = 0.0
+        self.util_at = time.perf_counter()
 
     def set_handed_off(self, handed_off: bool) -> None:
         """Handed off (its thread serves a runaway, not its queue) or back:

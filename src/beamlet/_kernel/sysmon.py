@@ -24,6 +24,9 @@ thread that made the next one likelier (a thousand ping-pong pairs on 3.13t:
 310 hand-offs, 957 threads). Where a thread's CPU clock or state cannot be
 read, wall time decides. It also:
 
+* keeps each scheduler's recent utilisation (``Scheduler.util``, a moving
+  average of its busy/idle samples over about ``UTIL_WINDOW`` seconds, for
+  beamlet.observer's ``system()``);
 * charges ``TICK`` of runtime to every process it sees running (process_info's
   ``runtime`` is sampled this way: one clock read per tick, none per resume);
 * wakes an idle scheduler if work is queued while all active schedulers are
@@ -104,6 +107,24 @@ PROBES = 2
 #: Threads started per tick for diverted processes (Runtime.divert): a process
 #: that runs a known runaway's code waits for one, not the queue behind it.
 DIVERTED_PER_TICK = 16
+#: Time constant of a scheduler's recent utilisation (Scheduler.util), seconds.
+UTIL_WINDOW = 1.0
+
+
+def sample_util(s: Scheduler, busy: bool, now: float) -> None:
+    """Fold one sample (busy or idle since the last one) into ``s.util``."""
+    a = (now - s.util_at) / UTIL_WINDOW
+    s.util_at = now
+    s.util += ((1.0 if busy else 0.0) - s.util) * (a if a < 1.0 else 1.0)
+
+
+def recent_util(s: Scheduler, now: float) -> float:
+    """``s.util`` as of ``now``: a scheduler sysmon has not sampled for a while
+    (sysmon parks when every scheduler is idle) counts as idle since."""
+    a = (now - s.util_at) / UTIL_WINDOW
+    if a <= 0.05:
+        return s.util
+    return s.util * (1.0 - a) if a < 1.0 else 0.0
 
 
 def thread_cpu_clock(ident: int) -> int | None:
@@ -176,6 +197,7 @@ class Sysmon:
         self.saved_interval: float | None = None
         self.busy_time = 0.0  # sum over ticks of (busy active schedulers x tick)
         self.sampled_time = 0.0  # sum over ticks of (N x tick)
+        self.started = time.monotonic()  # beamlet.observer's uptime
         # Parked until a scheduler leaves the idle list (guarded by rt.idle_lock).
         self.sleeping = False
         # Garbage collections' starts and stops (a gc callback counts them;
@@ -260,6 +282,8 @@ class Sysmon:
                 now = time.perf_counter()
                 self.sampled_time += (now - last) * rt.n_schedulers
                 last = now
+                for s in list(rt.schedulers):
+                    sample_util(s, False, now)  # idle while sysmon slept
             else:
                 self.parker.park(self.tick)
             now = time.perf_counter()
@@ -292,11 +316,13 @@ class Sysmon:
                         continue
                 p = s.current
                 if p is None or p.state != RUNNING:
+                    sample_util(s, False, now)
                     s.seen = None
                     if s.cpu_clock is not None:
                         s.cpu_seen = _cpu_time_of(s)
                     continue
                 busy += 1
+                sample_util(s, True, now)
                 if not s.handed_off:
                     self.busy_time += dt
                 # CPU time, from the thread's own clock: the time since the last

@@ -70,6 +70,8 @@ READ_SIZE = 64 * 1024
 LINGER = 10.0
 
 _ids = counter(1)
+#: Guards Runtime.io_released (sockets of several threads release at once).
+_io_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- messages
@@ -530,6 +532,10 @@ class Socket:
         if sock is None:
             return
         self.rt.ports.pop(self.id, None)  # (a lingering socket stays listed until here)
+        with _io_lock:
+            released = self.rt.io_released
+            released[0] += self.bytes_in
+            released[1] += self.bytes_out
         self.sock = None
         self.lingering = False
         self.wbuf.clear()
