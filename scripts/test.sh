@@ -3,7 +3,7 @@
 # runs the linters, the type checker and the test suite. Extra args go to pytest.
 . "$(dirname "$0")/_venv.sh" dev
 # Interop tests run against the real Erlang/OTP and Elixir when present, the browser
-# test against Debian's Chromium.
+# tests against Debian's Chromium, the terminal tests in tmux.
 install() {  # install() <command> <package>: best effort, as root with apt-get
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -17,7 +17,10 @@ install() {  # install() <command> <package>: best effort, as root with apt-get
 }
 install erl erlang-base
 install elixir elixir
-install chromium chromium  # the headless-browser test of beamlet.http's WebSocket chat
+install chromium chromium  # the headless-browser tests (http chat, observer dashboard)
+install tmux tmux  # the terminal tests of `beamlet top` and `beamlet remsh`
+# Test artifacts (the dashboard's screenshots) land here.
+export BEAMLET_ARTIFACTS=${BEAMLET_ARTIFACTS:-$PWD/artifacts}
 ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy
