@@ -31,8 +31,9 @@ python -m pytest "$@"
 echo "== kernel tests with the fallback kill (BEAMLET_ASYNC_EXC_KILLS=1)"
 BEAMLET_ASYNC_EXC_KILLS=1 python -m pytest -q -p no:cacheprovider tests/kernel tests/net/test_net.py
 # The kernel has version-specific paths (3.11's thread-start rule for kills, the
-# 3.12+ throttle): where pyenv holds 3.12 / 3.13, run the kernel, preemption and
-# OTP tests on them too (best effort set-up, but a failing test fails the run).
+# 3.12+ throttle, the observer's sys.monitoring tracer): where pyenv holds 3.12 /
+# 3.13, run the kernel, preemption, OTP, code and observer tests on them too (best
+# effort set-up, but a failing test fails the run).
 if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1; then
   for v in 3.12 3.13; do
     full=$(pyenv versions --bare 2>/dev/null | grep -E "^${v}\.[0-9]+$" | tail -1 || true)
@@ -52,7 +53,8 @@ if [ -z "${BEAMLET_SKIP_OTHER_PYTHONS:-}" ] && command -v pyenv >/dev/null 2>&1;
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/kernel/semantics tests/otp \
       tests/kernel/test_preemption.py tests/kernel/test_kill.py tests/kernel/test_receive.py \
       tests/kernel/test_timers.py tests/kernel/test_inbox.py tests/kernel/test_call_local.py \
-      tests/net/test_net.py tests/net/test_listener.py
+      tests/net/test_net.py tests/net/test_listener.py tests/code \
+      tests/observer/test_observer.py tests/observer/test_trace.py
   done
 fi
 # Free-threaded CPython 3.13t (no GIL): races the GIL hides show there one run in
@@ -113,7 +115,8 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
           tests/kernel/test_kill.py tests/kernel/test_receive.py tests/kernel/test_timers.py \
           tests/kernel/test_process_info.py tests/kernel/test_inbox.py \
           tests/kernel/test_call_local.py tests/net/test_net.py tests/net/test_listener.py \
-          tests/aio/test_aio.py \
+          tests/aio/test_aio.py tests/code tests/observer/test_observer.py \
+          tests/observer/test_trace.py \
           >"$ft_log" 2>&1; then
         echo "-- round $i failed:"
         sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300
