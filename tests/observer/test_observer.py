@@ -339,3 +339,25 @@ def test_expose_registers_every_function_and_unexpose_removes_them():
 def test_unknown_attributes_raise_attribute_error():
     with pytest.raises(AttributeError):
         observer.no_such_thing  # noqa: B018
+
+
+def test_set_metric_publishes_a_figure_in_system_per_runtime_and_refuses_bad_ones():
+    async def main():
+        assert observer.system()["metrics"] == {}
+        observer.set_metric("http req/s", 1973)
+        observer.set_metric("http req/s", 1980.5)  # replaced, not added
+        assert observer.system()["metrics"] == {"http req/s": 1980.5}
+        for name, value in (("", 1), ("x" * 65, 1), (3, 1), ("a", "1"), ("a", float("nan"))):
+            with pytest.raises(BadArg):
+                observer.set_metric(name, value)  # type: ignore[arg-type]
+        for i in range(observer.MAX_METRICS - 1):
+            observer.set_metric(f"m{i}", i)
+        with pytest.raises(BadArg, match="at most"):
+            observer.set_metric("one too many", 0)
+
+    run(main)
+
+    async def again():
+        return observer.system()["metrics"]
+
+    assert run(again) == {}  # a new runtime starts with none

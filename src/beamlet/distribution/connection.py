@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from beamlet._kernel.parker import Parker
 from beamlet.distribution.control import NO_PAYLOAD, Control
+from beamlet.distribution.epmd import EPMDError
 from beamlet.distribution.handshake import (
     BEAMLET_FLAGS,
     DFLAG_SPAWN,
@@ -188,7 +189,7 @@ class Connection:
             if port is None:
                 raise ConnectionDown(f"{self.peer} is not registered with EPMD on {host}")
             sock = socket.create_connection((host, port), timeout=node.setup_time)
-        except (OSError, ConnectionDown) as e:
+        except (OSError, ConnectionDown, EPMDError) as e:
             node.connection_down(self, f"cannot connect: {e}")
             return
         hs = Initiator(

@@ -23,7 +23,9 @@ import itertools
 import os
 import resource
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from itertools import compress, repeat
 from operator import attrgetter, sub
@@ -452,7 +454,38 @@ def system() -> dict[str, Any]:
         },
         "python": sys.version.split()[0],
         "gil": bool(GIL),
+        "metrics": _metrics_of(rt),
     }
+
+
+# ---------------------------------------------------------------------- metrics
+
+#: Most application figures a node publishes with :func:`set_metric`.
+MAX_METRICS = 64
+_metrics: weakref.WeakKeyDictionary[Runtime, dict[str, float]] = weakref.WeakKeyDictionary()
+_metrics_lock = threading.Lock()
+
+
+def set_metric(name: str, value: float) -> None:
+    """Publish an application figure (say ``"http req/s"``) of this node:
+    ``system()["metrics"]`` carries it, the dashboard and ``beamlet top`` show
+    it. At most :data:`MAX_METRICS` names of 1..64 characters; the value an
+    int or a float (not NaN)."""
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise BadArg(f"a metric name is a str of 1..64 characters, got {name!r}")
+    if type(value) not in (int, float) or value != value:
+        raise BadArg(f"a metric value is an int or a float, got {value!r}")
+    rt = _rt()
+    with _metrics_lock:
+        mine = _metrics.setdefault(rt, {})
+        if name not in mine and len(mine) >= MAX_METRICS:
+            raise BadArg(f"at most {MAX_METRICS} metrics")
+        mine[name] = float(value)
+
+
+def _metrics_of(rt: Runtime) -> dict[str, float]:
+    with _metrics_lock:
+        return dict(_metrics.get(rt, ()))
 
 
 # ---------------------------------------------------------------------- rpc
@@ -541,6 +574,7 @@ __all__ = [
     "info",
     "kill",
     "processes",
+    "set_metric",
     "sockets",
     "stack",
     "system",

@@ -676,6 +676,7 @@ function renderSystem(s) {
     ["I/O in / out", bytes(io.bytes_in) + " / " + bytes(io.bytes_out)],
     ["sockets", num(io.sockets)],
   ];
+  for (const [k, v] of Object.entries(s.metrics || {})) items.push([k, num(v)]);
   const dl = $("sys");
   dl.replaceChildren();
   for (const [k, v] of items) { dl.append(el("dt", k), el("dd", v)); }
