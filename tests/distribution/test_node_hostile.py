@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import pytest
 from dist_helpers import wait_until
 from hostile import RawPeer, answers, blocking, run_node
 
 import beamlet
+import beamlet.net_kernel
 from beamlet import ANY, Atom, Down, Pid
 from beamlet.distribution import connection as conn_mod
 from beamlet.distribution.control import Link, MonitorP, PayloadExit, PayloadExit2, RegSend
@@ -544,3 +546,59 @@ def test_a_peer_that_does_not_read_is_dropped_at_the_send_buffer_limit(
 
     reason = run_node(main, builtin_epmd.port, limits=limits)
     assert reason is not None and reason.startswith("send buffer over")
+
+
+class TruncatingEPMD:
+    """An EPMD that registers nodes but answers every PORT_PLEASE2_REQ with a
+    truncated PORT2_RESP (one byte, then close)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[Any] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        from beamlet.distribution import epmd
+
+        while True:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                return
+            head = s.recv(3)
+            if head[2:3] == bytes((epmd.ALIVE2_REQ,)):
+                s.recv(4096)
+                s.sendall(epmd.alive2_resp(0, 1))
+                self.held.append(s)  # the registration lasts while this stays open
+            else:
+                s.recv(4096)
+                s.sendall(bytes((epmd.PORT2_RESP,)))
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.held:
+            s.close()
+
+
+def test_a_truncated_epmd_answer_fails_the_connection_attempt_not_the_node(caplog):
+    """An EPMD reply that cannot be parsed is a failed connection attempt
+    (connection_down, logged), as an unreachable peer is: connect returns
+    False, and a second attempt fails the same way (nothing left pending)."""
+    fake = TruncatingEPMD()
+    caplog.set_level(logging.INFO, logger="beamlet.distribution")
+
+    async def main(node: Node) -> Any:
+        first = await beamlet.net_kernel.connect("ghost@127.0.0.1", timeout=30)
+        second = await beamlet.net_kernel.connect("ghost@127.0.0.1", timeout=30)
+        return first, second
+
+    try:
+        assert run_node(main, fake.port) == (False, False)
+    finally:
+        fake.close()
+    assert "truncated PORT2_RESP" in caplog.text
