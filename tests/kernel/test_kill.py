@@ -443,6 +443,44 @@ def test_a_kill_stops_a_loop_in_a_plain_function_without_reading_a_running_threa
     assert run(main) == ["killed"] * 5
 
 
+def _spin_on_one_instruction():
+    while True: pass  # noqa: E701  # fmt: skip
+
+
+def test_a_kill_stops_a_loop_that_is_one_instruction_jumping_to_itself():
+    """``while True: pass`` on one line compiles to a single backward jump to
+    itself, which CPython 3.11 never reports as a line event: the trace
+    function that delivers kills there never ran, the process was declared
+    dead after 21 ms and its thread spun on for good (and a shutdown waited 5
+    s for it). The kill must stop that code: its caller's finally runs."""
+    import dis
+
+    assert any(
+        i.opname.startswith("JUMP_BACKWARD") and i.argval == i.offset
+        for i in dis.get_instructions(_spin_on_one_instruction)
+    ), "the loop is not a jump to itself on this Python: the test tests nothing"
+
+    async def victim(parent):
+        try:
+            send(parent, ("running", beamlet.self()))
+            _spin_on_one_instruction()
+        finally:
+            send(parent, ("unwound", beamlet.self()))
+
+    async def main():
+        me = beamlet.self()
+        reasons = []
+        for _ in range(5):
+            pid, ref = spawn_monitor(victim, me)
+            await receive(("running", pid), timeout=30)
+            exit(pid, "kill")
+            await receive(("unwound", pid), timeout=30)
+            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+        return reasons
+
+    assert run(main) == ["killed"] * 5
+
+
 @needs_precise_kills
 def test_the_finally_block_of_a_killed_process_runs_to_its_end_though_the_kill_is_aimed_again():
     """[EXIT-2] While a killed runaway unwinds, sysmon sees it still running and

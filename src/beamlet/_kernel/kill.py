@@ -411,6 +411,15 @@ def _trace_trampoline() -> int | None:
         sys.settrace(None)
 
 
+def _self_loops(code: CodeType) -> frozenset[int]:
+    """Offsets of the backward jumps in ``code`` that jump to themselves."""
+    return frozenset(
+        x.offset
+        for x in dis.get_instructions(code)
+        if x.opname.startswith("JUMP_BACKWARD") and x.argval == x.offset
+    )
+
+
 # Offsets of c_tracefunc and c_traceobj in CPython 3.11's PyThreadState
 # (Include/cpython/pystate.h), checked by _trace_trampoline before use.
 _TRACEFUNC = 72
@@ -435,6 +444,7 @@ class TraceKiller(Killer):
         self.current_scheduler = current_scheduler
         self.armed: dict[int, Process] = {}
         self.saved: dict[int, tuple[int | None, int | None]] = {}
+        self.self_loops: dict[CodeType, frozenset[int]] = {}
 
     def aim(self, s: Scheduler, proc: Process) -> bool:
         ts = s.tstate
@@ -450,7 +460,44 @@ class TraceKiller(Killer):
         if frame is not None:
             frame.f_trace = self._trace
         status: int = _api._PyEval_SetTrace(ts, self.trampoline, self._trace)
+        if status == 0:
+            self._inject_in_self_loop(s.ident)
         return status == 0
+
+    def _inject_in_self_loop(self, ident: int) -> None:
+        """A loop that is one instruction jumping to itself (``while True:
+        pass``) gets no line event on 3.11 (a backward jump is reported only
+        when it lands before the jump), so the trace function never runs
+        there. If the victim's top frame is process code paused at such a
+        jump, inject the kill as :class:`AsyncExcKiller` does: it fires at that
+        jump's eval-breaker check, in that frame (the sample and the injection
+        have no eval-breaker check between them: see its docstring), where no
+        handler or ``with`` exit is under way.
+
+        The injection always fires (nothing else gets the thread out of that
+        loop), so the scheduler has nothing to clear afterwards -- and must
+        not: on 3.11, clearing with ``PyThreadState_SetAsyncExc(id, NULL)``
+        leaves the interpreter's async-exception signal set, and a thread
+        with a trace function then spins for good at its next function entry
+        (DO_TRACING re-dispatches RESUME while the eval breaker stays set)."""
+        loops = self.self_loops
+        code: Any = None
+        for _ in range(3):
+            sampled = False
+            try:
+                for frames in _SAMPLE_FRAMES:
+                    frame = frames[ident]
+                    code = frame.f_code
+                    sampled = True
+                    if frame.f_lasti in loops[code] and ident not in _collecting:
+                        _set_async_exc(ident, AsyncKill)
+                    return
+            except KeyError:
+                if not sampled:
+                    return  # the thread is gone
+                loops[code] = _self_loops(code) if is_process_code(code) else frozenset()
+                continue
+            return
 
     def _trace(self, frame: Any, event: str, arg: Any) -> Any:
         ident = threading.get_ident()
