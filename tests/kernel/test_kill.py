@@ -515,10 +515,6 @@ def test_the_finally_block_of_a_killed_process_runs_to_its_end_though_the_kill_i
     assert run(main) == ["killed"] * 3
 
 
-@pytest.mark.skipif(
-    sys.version_info < (3, 12) and not os.environ.get("BEAMLET_ASYNC_EXC_KILLS"),
-    reason="3.11's trace function gets no event per turn of a loop on one line",
-)
 def test_a_kill_that_lands_in_a_loop_on_one_line_still_runs_that_frames_with_and_finally():
     """A loop on one line has no LINE event per turn: the kill lands at its
     jump. Raised from a JUMP callback, CPython 3.12/3.13 unwound the exception
