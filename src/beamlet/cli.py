@@ -445,23 +445,16 @@ def registered_nodes(host: str = DEFAULT_HOST) -> list[tuple[str, int]]:
     return epmd_client.names(host, timeout=3.0)
 
 
-def is_badrpc(reply: Any) -> bool:
-    return type(reply) is tuple and len(reply) == 2 and reply[0] == "badrpc"
-
-
 def observer_error(node: str, reply: Any) -> str:
     """A clear sentence for an observer rpc that failed."""
-    reason = reply[1] if is_badrpc(reply) else reply
-    if type(reason) is tuple and len(reason) == 2 and reason[0] == "EXIT":
-        inner = reason[1]
-        if type(inner) is tuple and inner and inner[0] == "undef":
-            return (
-                f"{node} does not expose the observer (the node must call "
-                "beamlet.observer.expose(), e.g. `beamlet run ... --allow observer`)"
-            )
-        if type(inner) is tuple and len(inner) == 3 and inner[0] == "python_exception":
-            return f"{node}: {inner[1]}: {inner[2]}"
-    return f"{node}: {reason!r}"
+    from beamlet.rpc import describe_badrpc
+
+    return describe_badrpc(
+        node,
+        reply,
+        "does not expose the observer (the node must call beamlet.observer.expose(), "
+        "e.g. `beamlet run ... --allow observer`)",
+    )
 
 
 def choose_node(attached: Attached, host: str = DEFAULT_HOST) -> str:

@@ -198,4 +198,23 @@ async def call(
     )
 
 
-__all__ = ["call", "expose", "exposed", "unexpose"]
+def is_badrpc(reply: Any) -> bool:
+    """Whether ``reply`` (from :func:`call`) is a ``(badrpc, reason)`` failure."""
+    return type(reply) is tuple and len(reply) == 2 and reply[0] == "badrpc"
+
+
+def describe_badrpc(node: str, reply: Any, not_exposed: str) -> str:
+    """A sentence for a failed :func:`call` to ``node``: ``not_exposed`` when
+    the function is not exposed there (Erlang's ``undef``), the Python
+    exception it raised, or the reason as it came."""
+    reason = reply[1] if is_badrpc(reply) else reply
+    if type(reason) is tuple and len(reason) == 2 and reason[0] == "EXIT":
+        inner = reason[1]
+        if type(inner) is tuple and inner and inner[0] == "undef":
+            return f"{node} {not_exposed}"
+        if type(inner) is tuple and len(inner) == 3 and inner[0] == "python_exception":
+            return f"{node}: {inner[1]}: {inner[2]}"
+    return f"{node}: {reason!r}"
+
+
+__all__ = ["call", "describe_badrpc", "expose", "exposed", "is_badrpc", "unexpose"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from test_code_loading import GREETER  # the same server, loaded from an erl shell
 
 import beamlet
 from beamlet import code
@@ -15,25 +16,13 @@ from beamlet.distribution.epmd_server import EPMDServer
 
 pytestmark = pytest.mark.interop
 
-GREETER = """
-from beamlet.otp import GenServer
-
-class Greeter(GenServer):
-    async def init(self):
-        self.greeted = 0
-
-    async def handle_call(self, request, from_):
-        self.greeted += 1
-        return ("v1", request, self.greeted)
-"""
-
 
 def test_an_erlang_node_loads_code_with_rpc_call_an_atom_and_a_binary(
     mod: Any, builtin_epmd: EPMDServer, erl_nodes: Callable[..., Any]
 ) -> None:
     mod.write(GREETER)
     m = mod.import_()
-    fixed = GREETER.replace('"v1"', "'v2'").replace('"', "'")
+    fixed = mod.source(GREETER).replace('"v1"', "'v2'").replace('"', "'")
     assert '"' not in fixed and "\\" not in fixed
     source = fixed.replace("\n", "\\n")  # an Erlang string literal: <<"...">>
     me = f"codepy{os.getpid()}@127.0.0.1"

@@ -5,6 +5,7 @@ their next message, upgrade with code_change, code.current, and the limits
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -441,27 +442,14 @@ GREETER_V3 = """
 def code_peer(mod: Mod, builtin_epmd):
     """A second beamlet node (an OS process) serving ``mod``'s Greeter as "greeter"."""
     import os
-    import subprocess
-    from pathlib import Path
+
+    from dist_helpers import python_node
 
     mod.write(GREETER)
     name = f"codepeer{os.getpid()}@127.0.0.1"
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root / "src"))
     args = [name, "code-cookie", str(builtin_epmd.port), str(mod.path.parent), mod.name]
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("code_peer.py")), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    with python_node(Path(__file__).with_name("code_peer.py"), *args):
         yield name, builtin_epmd
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 def test_code_is_loaded_and_a_server_upgraded_over_rpc_only_where_allowed(mod: Mod, code_peer):

@@ -4,11 +4,13 @@ bound to 127.0.0.1 on private ports and killed at teardown."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,6 +93,26 @@ def real_epmd() -> Iterator[int]:
         yield port
     finally:
         proc.kill()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def python_node(script: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run ``python script *args`` (beamlet from this tree's src/), wait for the
+    "ready" line it prints once its node is up, kill it at the end."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(10)
 
 

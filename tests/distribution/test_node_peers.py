@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dist_helpers import python_node
 
 import beamlet
 from beamlet import ANY, Down, Exit, NodeDown, receive, send
@@ -24,20 +23,8 @@ ROOT = HERE.parents[1]
 @pytest.fixture
 def peer(builtin_epmd: EPMDServer):
     name = f"peer{os.getpid()}@127.0.0.1"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "peer_node.py"), name, COOKIE, str(builtin_epmd.port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    with python_node(HERE / "peer_node.py", name, COOKIE, str(builtin_epmd.port)) as proc:
         yield name, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 def run_node(main, epmd: EPMDServer, *args):

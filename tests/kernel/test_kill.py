@@ -406,6 +406,21 @@ def _spin_forever():
         x += 1
 
 
+async def kill_as_it_runs(victim, rounds=5):
+    """Spawn ``victim(parent)`` ``rounds`` times; each announces ("running",
+    pid) and ("unwound", pid) from a finally: kill it as it runs, wait for its
+    code to stop; the reasons of the DOWNs."""
+    me = beamlet.self()
+    reasons = []
+    for _ in range(rounds):
+        pid, ref = spawn_monitor(victim, me)
+        await receive(("running", pid), timeout=30)
+        exit(pid, "kill")
+        await receive(("unwound", pid), timeout=30)
+        reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
+    return reasons
+
+
 def test_a_kill_stops_a_loop_in_a_plain_function_without_reading_a_running_threads_frames(
     monkeypatch,
 ):
@@ -429,18 +444,7 @@ def test_a_kill_stops_a_loop_in_a_plain_function_without_reading_a_running_threa
         finally:
             send(parent, ("unwound", beamlet.self()))
 
-    async def main():
-        me = beamlet.self()
-        reasons = []
-        for _ in range(5):
-            pid, ref = spawn_monitor(runaway_in_a_function, me)
-            await receive(("running", pid), timeout=30)
-            exit(pid, "kill")
-            await receive(("unwound", pid), timeout=30)
-            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
-        return reasons
-
-    assert run(main) == ["killed"] * 5
+    assert run(kill_as_it_runs, runaway_in_a_function) == ["killed"] * 5
 
 
 def _spin_on_one_instruction():
@@ -467,18 +471,7 @@ def test_a_kill_stops_a_loop_that_is_one_instruction_jumping_to_itself():
         finally:
             send(parent, ("unwound", beamlet.self()))
 
-    async def main():
-        me = beamlet.self()
-        reasons = []
-        for _ in range(5):
-            pid, ref = spawn_monitor(victim, me)
-            await receive(("running", pid), timeout=30)
-            exit(pid, "kill")
-            await receive(("unwound", pid), timeout=30)
-            reasons.append((await receive(Down(ref, pid, ANY), timeout=30)).reason)
-        return reasons
-
-    assert run(main) == ["killed"] * 5
+    assert run(kill_as_it_runs, victim) == ["killed"] * 5
 
 
 @needs_precise_kills

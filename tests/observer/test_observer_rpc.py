@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dist_helpers import ErlNode
+from dist_helpers import ErlNode, python_node
 
 import beamlet
 from beamlet import ANY, Atom, observer, receive, send, spawn
@@ -32,20 +30,8 @@ ROW_KEYS = {
 @pytest.fixture
 def observed(builtin_epmd: EPMDServer):
     name = f"observed{os.getpid()}@127.0.0.1"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "observed_node.py"), name, COOKIE, str(builtin_epmd.port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    with python_node(HERE / "observed_node.py", name, COOKIE, str(builtin_epmd.port)):
         yield name
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 def run_node(main, epmd: EPMDServer, *args):

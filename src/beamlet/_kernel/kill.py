@@ -380,35 +380,45 @@ class AsyncExcKiller(Killer):
 _api = ctypes.pythonapi
 
 
-def _trace_trampoline() -> int | None:
-    """The C function ``sys.settrace`` installs (3.11 only; None if this
-    interpreter's thread state is not laid out as expected).
-
-    Read from this thread's own thread state while a known trace function is
-    set, after checking that ``c_traceobj`` holds exactly that function."""
-    if sys.version_info[:2] != (3, 11) or os.environ.get("BEAMLET_ASYNC_EXC_KILLS"):
+def c_trampoline(setter: Any, getter: Any, func_offset: int, obj_offset: int) -> int | None:
+    """The C function ``setter`` (``sys.settrace`` or ``sys.setprofile``)
+    installs in a CPython 3.11 thread state, read at ``func_offset`` while a
+    known Python function is set, after checking that ``obj_offset`` holds
+    exactly that function. None elsewhere, or if the layout is not the one
+    expected. Whatever ``getter`` returned before is put back."""
+    if sys.version_info[:2] != (3, 11):
         return None
     try:
         _api.PyThreadState_Get.restype = ctypes.c_void_p
-        _api._PyEval_SetTrace.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.py_object)
-        _api._PyEval_SetTrace.restype = ctypes.c_int
     except AttributeError:
         return None
 
     def probe(frame: Any, event: str, arg: Any) -> None:
         return None
 
-    old = sys.gettrace()
-    if old is not None:
-        return None
-    sys.settrace(probe)
+    old = getter()
+    setter(probe)
     try:
         ts = _api.PyThreadState_Get()
-        if ctypes.c_void_p.from_address(ts + _TRACEOBJ).value != id(probe):
+        if ctypes.c_void_p.from_address(ts + obj_offset).value != id(probe):
             return None
-        return ctypes.c_void_p.from_address(ts + _TRACEFUNC).value
+        func = ctypes.c_void_p.from_address(ts + func_offset).value
+        return int(func) if func else None
     finally:
-        sys.settrace(None)
+        setter(old)
+
+
+def _trace_trampoline() -> int | None:
+    """The C function ``sys.settrace`` installs (3.11 only, and only while no
+    tracer is set, unless the fallback is forced; see :func:`c_trampoline`)."""
+    if os.environ.get("BEAMLET_ASYNC_EXC_KILLS") or sys.gettrace() is not None:
+        return None
+    try:
+        _api._PyEval_SetTrace.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.py_object)
+        _api._PyEval_SetTrace.restype = ctypes.c_int
+    except AttributeError:
+        return None
+    return c_trampoline(sys.settrace, sys.gettrace, _TRACEFUNC, _TRACEOBJ)
 
 
 def _self_loops(code: CodeType) -> frozenset[int]:

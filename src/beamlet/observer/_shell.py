@@ -55,6 +55,7 @@ from typing import Any, TextIO, cast
 import beamlet
 from beamlet import ANY, Down, Pid
 from beamlet._kernel.context import current_process_or_none
+from beamlet.rpc import describe_badrpc, is_badrpc
 
 #: The rpc module name a client calls: ``rpc:call(Node, beamlet_shell, start, [Pid])``.
 MODULE = "beamlet_shell"
@@ -328,19 +329,14 @@ class ShellError(Exception):
 
 def _badrpc_text(node: str, reply: Any) -> str | None:
     """A clear sentence for an ``rpc:call`` that failed, or None if it did not."""
-    if not (type(reply) is tuple and len(reply) == 2 and reply[0] == "badrpc"):
+    if not is_badrpc(reply):
         return None
-    reason = reply[1]
-    if type(reason) is tuple and len(reason) == 2 and reason[0] == "EXIT":
-        inner = reason[1]
-        if type(inner) is tuple and inner and inner[0] == "undef":
-            return (
-                f"{node} does not allow remote shells (the node must call "
-                "beamlet.observer.allow_remote_shell(), e.g. `beamlet run ... --allow shell`)"
-            )
-        if type(inner) is tuple and len(inner) == 3 and inner[0] == "python_exception":
-            return f"{node} refused the shell: {inner[1]}: {inner[2]}"
-    return f"the shell could not start on {node}: {reply!r}"
+    return describe_badrpc(
+        node,
+        reply,
+        "does not allow remote shells (the node must call "
+        "beamlet.observer.allow_remote_shell(), e.g. `beamlet run ... --allow shell`)",
+    )
 
 
 async def open_session(node: str, client: Pid, timeout: float = 10.0) -> dict[str, Any]:

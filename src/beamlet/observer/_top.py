@@ -56,7 +56,8 @@ class RemoteSource:
 
     async def _call(self, function: str, args: list[Any], timeout: float = 10.0) -> Any:
         from beamlet import rpc
-        from beamlet.cli import is_badrpc, observer_error
+        from beamlet.cli import observer_error
+        from beamlet.rpc import is_badrpc
 
         fut = self.attached.submit(rpc.call, self.node, "beamlet_observer", function, args, timeout)
         try:

@@ -49,7 +49,7 @@ from typing import Any
 
 import beamlet
 from beamlet._kernel.context import current_process_or_none, current_runtime, current_scheduler
-from beamlet._kernel.kill import is_process_code
+from beamlet._kernel.kill import c_trampoline, is_process_code
 from beamlet._kernel.process import DEAD, BadArg, Down, Process
 from beamlet.terms import Atom, Pid, Ref
 
@@ -280,33 +280,16 @@ _RETURN_VALUE = dis.opmap["RETURN_VALUE"]
 
 @functools.cache
 def _profile_trampoline() -> int | None:
-    """The C function ``sys.setprofile`` installs, read from this thread's
-    state while a known profile function is set (None if the layout is not
-    the expected one)."""
+    """The C function ``sys.setprofile`` installs (3.11; see kill.c_trampoline)."""
     if sys.version_info[:2] != (3, 11):
         return None
-    api = ctypes.pythonapi
     try:
-        api.PyThreadState_Get.restype = ctypes.c_void_p
+        api = ctypes.pythonapi
         api._PyEval_SetProfile.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.py_object)
         api._PyEval_SetProfile.restype = ctypes.c_int
     except AttributeError:
         return None
-
-    def probe(frame: Any, event: str, arg: Any) -> None:
-        return None
-
-    old = sys.getprofile()
-    sys.setprofile(probe)
-    try:
-        ts = api.PyThreadState_Get()
-        func = ctypes.c_void_p.from_address(ts + _PROFILEFUNC).value
-        obj = ctypes.c_void_p.from_address(ts + _PROFILEOBJ).value
-    finally:
-        sys.setprofile(old)
-    if obj != id(probe) or not func:
-        return None
-    return int(func)
+    return c_trampoline(sys.setprofile, sys.getprofile, _PROFILEFUNC, _PROFILEOBJ)
 
 
 class _Profile(_Backend):
