@@ -183,3 +183,34 @@ def test_gc_thresholds_are_restored_after_run():
     during = run(main, gc_thresholds=(1234, 5, 6))
     assert during == (1234, 5, 6)
     assert gc.get_threshold() == before
+
+
+def test_the_first_gc_threshold_grows_with_the_live_processes_and_is_restored():
+    """docs/process-model.md, "The garbage collector": while many processes
+    live, collections come in proportion to them (GC_PER_PROCESS allocations
+    per live process), so their cost per allocation stays constant."""
+    import gc
+    import time
+
+    from beamlet._kernel.api import GC_PER_PROCESS
+
+    before = gc.get_threshold()
+    n = 20_000
+
+    async def idle():
+        await beamlet.receive()
+
+    async def main():
+        pids = [beamlet.spawn(idle) for _ in range(n)]
+        deadline = time.monotonic() + 30
+        while gc.get_threshold()[0] < GC_PER_PROCESS * n * 3 // 4:  # (within a quarter)
+            assert time.monotonic() < deadline, gc.get_threshold()
+            await beamlet.sleep(0.05)
+        grown = gc.get_threshold()
+        for pid in pids:
+            beamlet.exit(pid, "kill")
+        return grown
+
+    grown = run(main, gc_thresholds=(1234, 5, 6))
+    assert grown[1:] == (5, 6) and grown[0] >= GC_PER_PROCESS * n * 3 // 4
+    assert gc.get_threshold() == before
