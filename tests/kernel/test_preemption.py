@@ -345,8 +345,11 @@ def test_only_a_runaways_own_code_waits_for_its_turn():
         throttle.stop()
         release.unpark()
         t.join(10)
-    # The process's own code, async or plain; never beamlet's (Parker.park).
-    assert watched == {body.__code__, helper.__code__}
+    # The innermost frame of the process's own code (a plain function here),
+    # where it loops; not beamlet's (Parker.park) above it, nor its caller
+    # below, which only waits for the call (other processes running that
+    # caller -- an HTTP server's connection loop -- must not be throttled).
+    assert watched == {helper.__code__}
 
 
 async def _maybe_spin(spin, parent):
@@ -377,6 +380,58 @@ def test_processes_that_run_a_runaways_code_but_return_still_finish():
         return len(done), reasons
 
     assert run(main, schedulers=1) == (200, {"killed"})
+
+
+def _loop_here():
+    x = 0
+    while True:
+        x += 1
+
+
+async def _connection(parent, spin):
+    """Shared code, as an HTTP server's connection loop: one copy calls a
+    handler that loops forever, the others serve messages."""
+    if spin:
+        send(parent, ("spinning", beamlet.self()))
+        _loop_here()
+    while True:
+        sender, n = await receive()
+        send(sender, ("pong", n))
+
+
+@pytest.mark.skipif(
+    not __import__("beamlet._kernel.parker", fromlist=["GIL"]).GIL,
+    reason="without the GIL a runaway's frames cannot be read: its code is remembered as before",
+)
+def test_a_runaway_looping_in_a_called_function_does_not_make_its_callers_code_a_runaways():
+    """A runaway's own function is remembered as a runaway's, so that copies of
+    it get threads of their own (the test above). One that loops in a
+    function its function *called* must not make other processes running that
+    outer function (every connection of a server whose one handler loops) go
+    to threads of their own, nice 19, taking turns: on 3.12 the whole server
+    crawled, and kept crawling after the runaway was killed."""
+
+    async def main():
+        me = beamlet.self()
+        pid, ref = spawn_monitor(_connection, me, True)
+        await receive(("spinning", pid), timeout=30)
+        deadline = time.monotonic() + 30
+        while (process_info(pid) or {}).get("runtime", 0) < 0.1:  # past RUNAWAY_AFTER
+            assert time.monotonic() < deadline
+            await beamlet.sleep(0.01)
+        threads = beamlet.statistics().threads
+        peers = [spawn(_connection, me, False) for _ in range(50)]
+        for _ in range(5):
+            for i, peer in enumerate(peers):
+                send(peer, (me, i))
+            for _ in peers:
+                await receive(("pong", ANY), timeout=30)
+        grown = beamlet.statistics().threads - threads
+        exit(pid, "kill")
+        await receive(Down(ref, pid, ANY), timeout=30)
+        return grown
+
+    assert run(main, schedulers=1) == 0
 
 
 class _CountingParker(Parker):

@@ -43,13 +43,14 @@ import collections
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
 from beamlet._kernel.context import current_scheduler, scheduler_var
 from beamlet._kernel.introspection import log_crash
-from beamlet._kernel.kill import NO_EXC, clear_async_exc, thread_state
+from beamlet._kernel.kill import NO_EXC, clear_async_exc, is_process_code, thread_state
 from beamlet._kernel.parker import GIL, Parker
 from beamlet._kernel.process import (
     DIE,
@@ -95,6 +96,11 @@ _EXITING = EXITING
 _WAIT = WAIT
 _YIELD = YIELD
 _DIE = DIE
+
+
+#: Scheduler.runaway_code of a handed-off process found computing in a function
+#: its own function called (Runtime.remember_runaway): nothing to remember.
+NOT_ITS_OWN: Any = object()
 
 
 def default_schedulers() -> int:
@@ -565,6 +571,7 @@ class Scheduling:
     killer: Killer
     nice: int
     async_kills: bool
+    loop_code: Any  # Scheduler.loop's code: where a scheduler thread's stack starts
 
     def init_scheduling(self, n: int, max_threads: int | None) -> None:
         if n < 1:
@@ -653,14 +660,35 @@ class Scheduling:
             code = getattr(p.coro, "cr_code", None) if p is not None else None
             if not s.handed_off or code is None or s.runaway_code is not None:
                 return
+            if GIL and not self._loops_in_its_own_function(s, code):
+                # It loops in a function its process's function called: other
+                # processes running that (an HTTP server's connection loop
+                # calling the handler that loops) are no runaways. Looked at
+                # once per hand-off.
+                s.runaway_code = NOT_ITS_OWN
+                return
             s.runaway_code = code
             self.runaway_codes[code] = self.runaway_codes.get(code, 0) + 1
+
+    def _loops_in_its_own_function(self, s: Scheduler, code: Any) -> bool:
+        """Whether the process on handed-off ``s`` (under the GIL: its frames can
+        be read) computes in its own coroutine's frame, ``code``: the innermost
+        frame of process code on its thread (past the standard library's, and
+        the kernel's: a throttle's park, a kill's trace function) is that one."""
+        frame = sys._current_frames().get(s.ident)
+        while frame is not None and frame.f_code is not self.loop_code:
+            if is_process_code(frame.f_code):
+                return frame.f_code is code
+            frame = frame.f_back
+        return False
 
     def forget_runaway_code(self, s: Scheduler) -> None:
         code = s.runaway_code
         if code is None:
             return
         s.runaway_code = None
+        if code is NOT_ITS_OWN:
+            return
         with self.sched_lock:
             left = self.runaway_codes.get(code, 1) - 1
             if left > 0:

@@ -6,9 +6,10 @@ busy loops therefore make the one thread that runs ordinary processes wait
 behind them for tens of milliseconds; a thousand, for seconds.
 
 Where ``sys.monitoring`` exists, sysmon turns on ``JUMP`` events for the code
-objects a runaway executes -- its own code (``async def`` or plain functions,
+objects a runaway loops in -- the innermost frame of its own code on its
+thread's stack at each look (``async def`` or plain functions,
 :func:`beamlet._kernel.kill.is_process_code`), never the standard library's or
-beamlet's kernel. The callback runs in the runaway's own thread and makes
+beamlet's kernel, nor its callers'. The callback runs in the runaway's own thread and makes
 runaways *take turns*: one runaway runs at a time, for ``BUDGET`` seconds if
 others wait, then passes the turn on (FIFO) and blocks without the GIL. So at
 most one runaway competes with the schedulers for the GIL, and the runaways
@@ -148,12 +149,19 @@ class Throttle:
             idents = list(self.threads) if everyone else list(self.fresh)
             self.fresh.clear()
             for ident in idents:
+                # Only the innermost frame of process code: that is where it
+                # loops (its callers wait for the call to return). Watching
+                # them too made every process that runs the same outer code
+                # (the connection loop of an HTTP server whose handler loops)
+                # pay a callback per jump, and be taken for a runaway.
                 frame = frames.get(ident)
                 while frame is not None and frame.f_code is not self.stop_at:
                     code = frame.f_code
-                    if code not in self.codes and is_process_code(code):
-                        self.codes.add(code)
-                        new.append(code)
+                    if is_process_code(code):
+                        if code not in self.codes:
+                            self.codes.add(code)
+                            new.append(code)
+                        break
                     frame = frame.f_back
         for code in new:
             _monitoring.set_local_events(self.tool, code, _monitoring.events.JUMP)
