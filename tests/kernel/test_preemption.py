@@ -16,7 +16,8 @@ from tests.conftest import needs_precise_kills, run
 
 import beamlet
 from beamlet import ANY, Down, exit, process_info, receive, send, spawn, spawn_monitor
-from beamlet._kernel.parker import Parker
+from beamlet._kernel.context import current_runtime
+from beamlet._kernel.parker import GIL, Parker
 
 
 async def busy(parent):
@@ -400,7 +401,7 @@ async def _connection(parent, spin):
 
 
 @pytest.mark.skipif(
-    not __import__("beamlet._kernel.parker", fromlist=["GIL"]).GIL,
+    not GIL,
     reason="without the GIL a runaway's frames cannot be read: its code is remembered as before",
 )
 def test_a_runaway_looping_in_a_called_function_does_not_make_its_callers_code_a_runaways():
@@ -432,6 +433,35 @@ def test_a_runaway_looping_in_a_called_function_does_not_make_its_callers_code_a
         return grown
 
     assert run(main, schedulers=1) == 0
+
+
+@pytest.mark.skipif(
+    not hasattr(sys, "monitoring") or not GIL,
+    reason="the throttle needs sys.monitoring (3.12+) and a GIL to share",
+)
+def test_a_lone_runaway_gives_way_while_processes_wait_to_run():
+    """Under the GIL a lone runaway thread took half the interpreter from the
+    schedulers however much work waited (the demo's server fell to 55 % of
+    its rate). While processes wait in the run queues it now gives the
+    interpreter up for RESPITE after each BUDGET of running: the processes
+    here get their work done, and the runaway did give way."""
+
+    async def main():
+        me = beamlet.self()
+        pid, ref = spawn_monitor(_maybe_spin, True, me)
+        await receive(("spinning", pid), timeout=30)
+        rt = current_runtime()
+        deadline = time.monotonic() + 30
+        while rt.throttle.respites == 0:
+            assert time.monotonic() < deadline, "the runaway never gave way"
+            for _ in range(50):  # keep the run queue busy
+                spawn(_maybe_spin, False, me)
+            for _ in range(50):
+                await receive("done", timeout=30)
+        exit(pid, "kill")
+        return (await receive(Down(ref, pid, ANY), timeout=30)).reason
+
+    assert run(main, schedulers=1) == "killed"
 
 
 class _CountingParker(Parker):

@@ -141,9 +141,12 @@ def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
         return []
     loop_code = rt.loop_code
     throttle_code = Throttle._on_jump.__code__
-    frames = []
+    frames: list[traceback.FrameSummary] = []
     while frame is not None and frame.f_code is not loop_code:
-        if frame.f_code is throttle_code:  # sysmon's brake, not the process's code
+        if frame.f_code is throttle_code:
+            # sysmon's brake, not the process's code: neither it nor what it
+            # called (a runaway parked for its turn waits in Parker.park)
+            frames.clear()
             frame = frame.f_back
             continue
         frames.append(

@@ -129,7 +129,10 @@ class Runtime(Scheduling):
         self.killer = make_killer(current_scheduler)
         self.async_kills = self.killer.asynchronous
         self.throttle = Throttle(
-            stop_at=Scheduler.loop.__code__, killer=self.killer, adopt=self.adopt_runaway
+            stop_at=Scheduler.loop.__code__,
+            killer=self.killer,
+            adopt=self.adopt_runaway,
+            queued=self.queued,
         )
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self.pool = BlockingPool(blocking_threads)

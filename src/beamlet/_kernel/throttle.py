@@ -14,7 +14,9 @@ runaways *take turns*: one runaway runs at a time, for ``BUDGET`` seconds if
 others wait, then passes the turn on (FIFO) and blocks without the GIL. So at
 most one runaway competes with the schedulers for the GIL, and the runaways
 together still get all the CPU the rest of the system leaves them (a lone
-runaway never waits).
+runaway with nothing queued never waits). While processes wait in the run
+queues, the turn holder gives the interpreter up for ``RESPITE`` after each
+``BUDGET``: the runaways then get at most a fifth of it.
 
 A runaway parked for its turn may hold a lock that the turn holder needs (its
 own, or a library's whose code called back into the process's): the holder
@@ -47,6 +49,11 @@ from beamlet._kernel.kill import Killer, is_process_code
 from beamlet._kernel.parker import GIL, Parker
 
 BUDGET = 0.0005
+#: While processes wait in the run queues, the runaway whose turn it is gives
+#: the interpreter up for this long after each BUDGET (so the runaways together
+#: get at most BUDGET / (BUDGET + RESPITE) of it then; with nothing queued a
+#: lone runaway never waits).
+RESPITE = 0.002
 #: A turn holder not seen at a jump for this long loses the turn (see above).
 STALL = 0.005
 #: A runaway waiting this long for a turn whose holder has not been seen takes it.
@@ -73,10 +80,13 @@ class Throttle:
         stop_at: CodeType | None = None,
         killer: Killer | None = None,
         adopt: Callable[[int], None] | None = None,
+        queued: Callable[[], int] | None = None,
     ) -> None:
         self.stop_at = stop_at
         self.killer = killer if killer is not None else Killer()
         self.adopt = adopt
+        self.queued = queued  # processes waiting in the run queues
+        self.respites = 0  # times a runaway gave way to queued processes
         self.threads: dict[int, _Runaway] = {}
         self.fresh: set[int] = set()  # runaways whose code refresh() has not looked at
         self.holder_seen = 0.0  # when the turn holder was last at a jump
@@ -209,10 +219,22 @@ class Throttle:
                 self.adopt(ident)  # a scheduler running a runaway's code: hand it off
             return
         if self.holder == ident:
-            if not self.waiting:
+            queued = self.queued
+            if not self.waiting and queued is None:
                 return
             now = self.holder_seen = time.perf_counter()
             if now - r.since < BUDGET:
+                return
+            if queued is not None and queued() and not self.killer.wants(ident):
+                # Processes wait for the schedulers: the runaways give them the
+                # interpreter for a while (the turn held: no runaway runs
+                # meanwhile; a kill wakes it).
+                self.respites += 1
+                r.parker.park(RESPITE)
+                now = self.holder_seen = time.perf_counter()
+            if not self.waiting:
+                r.since = now
+                self.killer.jumped(code, dst)
                 return
             with self.lock:
                 if self.holder != ident or not self.waiting:
