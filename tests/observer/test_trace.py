@@ -111,7 +111,9 @@ def test_a_process_trace_sees_only_that_process():
     no_instrumentation_left()
 
 
-async def idle():
+async def idle(parent=None):
+    if parent is not None:
+        send(parent, "waiting")
     await receive("never")
 
 
@@ -119,7 +121,10 @@ def test_a_trace_stops_at_its_timeout_and_when_its_target_exits():
     async def main():
         ref = observer.trace(work, max=50, timeout=0.05)
         first = await events(ref)
-        pid = spawn(idle)
+        pid = spawn(idle, beamlet.self())
+        # Traced once it waits: its start (a call of idle) is not in the trace,
+        # on a free-threaded build it may run in parallel at once.
+        await receive("waiting", timeout=30)
         ref2 = observer.trace(pid, max=50, timeout=30)
         observer.kill(pid)
         second = await events(ref2)
