@@ -316,6 +316,43 @@ def _a_thread_is_starting() -> bool:
 _SAMPLE_FRAMES = iter(sys._current_frames, None)
 
 
+#: Offsets of a code object where an injected kill may fire: all of them
+#: (process code, AsyncExcKiller) or none. ``in`` on a range or a frozenset is
+#: a C-level test: no eval-breaker check between sample and injection.
+_ANYWHERE = range(0, sys.maxsize)
+_NOWHERE: frozenset[int] = frozenset()
+
+
+def _inject_at_top(ident: int, offsets: dict[CodeType, Any], classify: Any) -> bool:
+    """Inject an AsyncKill into thread ``ident`` if its top frame is paused at
+    one of ``offsets[code]`` (``classify(code)`` fills the table for a code
+    object not seen before; the sample is then taken again, the victim may
+    have moved on). From the sample to the injection no instruction checks
+    the eval breaker, so the victim cannot run in between (module docstring).
+    True if injected."""
+    code: Any = None
+    for _ in range(3):
+        sampled = False
+        try:
+            for frames in _SAMPLE_FRAMES:
+                frame = frames[ident]
+                code = frame.f_code
+                sampled = True
+                if frame.f_lasti in offsets[code] and ident not in _collecting:
+                    _set_async_exc(ident, AsyncKill)
+                    return True
+                return False
+        except KeyError:
+            if not sampled:
+                return False  # the thread is gone
+            offsets[code] = classify(code)
+    return False
+
+
+def _anywhere_in_process_code(code: CodeType) -> Any:
+    return _ANYWHERE if code_kind(code) == PROCESS else _NOWHERE
+
+
 class AsyncExcKiller(Killer):
     """The fallback. It can only stop code that is at the top of its thread's
     stack at one of sysmon's samples: a process that lives in the standard
@@ -326,7 +363,7 @@ class AsyncExcKiller(Killer):
     asynchronous = True
 
     def __init__(self) -> None:
-        self.kinds: dict[CodeType, int] = {}
+        self.offsets: dict[CodeType, Any] = {}  # where a kill may fire (_inject_at_top)
         self.targets: set[int] = set()  # threads a kill is aimed at, injected or not yet
 
     def aim(self, s: Scheduler, proc: Process) -> bool:
@@ -344,29 +381,7 @@ class AsyncExcKiller(Killer):
         return self._inject_if_safe(s.ident)
 
     def _inject_if_safe(self, ident: int) -> bool:
-        kinds = self.kinds
-        code: Any = None
-        for _ in range(3):
-            sampled = False
-            # From the sample to the injection no instruction checks the eval
-            # breaker, so the victim cannot run in between (module docstring).
-            try:
-                for frames in _SAMPLE_FRAMES:
-                    code = frames[ident].f_code
-                    sampled = True
-                    if kinds[code] == PROCESS and ident not in _collecting:
-                        _set_async_exc(ident, AsyncKill)
-                        return True
-                    break
-            except KeyError:
-                if not sampled:
-                    return False  # the thread is gone
-                # A code object not seen before: classify it, sample again
-                # (the victim may have moved on meanwhile).
-                kinds[code] = code_kind(code)
-                continue
-            return False
-        return False
+        return _inject_at_top(ident, self.offsets, _anywhere_in_process_code)
 
     def wants(self, ident: int) -> bool:
         return ident in self.targets
@@ -421,8 +436,11 @@ def _trace_trampoline() -> int | None:
     return c_trampoline(sys.settrace, sys.gettrace, _TRACEFUNC, _TRACEOBJ)
 
 
-def _self_loops(code: CodeType) -> frozenset[int]:
-    """Offsets of the backward jumps in ``code`` that jump to themselves."""
+def _process_self_loops(code: CodeType) -> frozenset[int]:
+    """Offsets of the backward jumps in process code ``code`` that jump to
+    themselves (none outside process code)."""
+    if not is_process_code(code):
+        return _NOWHERE
     return frozenset(
         x.offset
         for x in dis.get_instructions(code)
@@ -490,24 +508,7 @@ class TraceKiller(Killer):
         leaves the interpreter's async-exception signal set, and a thread
         with a trace function then spins for good at its next function entry
         (DO_TRACING re-dispatches RESUME while the eval breaker stays set)."""
-        loops = self.self_loops
-        code: Any = None
-        for _ in range(3):
-            sampled = False
-            try:
-                for frames in _SAMPLE_FRAMES:
-                    frame = frames[ident]
-                    code = frame.f_code
-                    sampled = True
-                    if frame.f_lasti in loops[code] and ident not in _collecting:
-                        _set_async_exc(ident, AsyncKill)
-                    return
-            except KeyError:
-                if not sampled:
-                    return  # the thread is gone
-                loops[code] = _self_loops(code) if is_process_code(code) else frozenset()
-                continue
-            return
+        _inject_at_top(ident, self.self_loops, _process_self_loops)
 
     def _trace(self, frame: Any, event: str, arg: Any) -> Any:
         ident = threading.get_ident()
