@@ -306,7 +306,7 @@ def _log_app_error(scope: Scope, error: BaseException, after_response: bool = Fa
     )
 
 
-async def _guard(conn: Pid, tag: Any, ev: asyncio.AbstractEventLoop, ex: _Exchange) -> None:
+async def _guard(conn: Pid, ev: asyncio.AbstractEventLoop, ex: _Exchange) -> None:
     """A streamed response's watcher: when its connection process ends
     before the response does, the application learns the client is gone (and
     its task is cancelled if the process was killed)."""
@@ -446,7 +446,7 @@ class _AsgiHandler:
                 return Response(status, b"".join(parts), headers)
             # Streamed: the process writes each chunk as it comes; a watcher
             # tells the application if the connection ends first.
-            guard = beamlet.spawn(_guard, beamlet.self(), tag, ev, ex)
+            guard = beamlet.spawn(_guard, beamlet.self(), ev, ex)
             answered = True
             return Response(status, _Stream(ev, ex, tag, chunk, guard), headers)
         finally:
@@ -463,16 +463,13 @@ class _AsgiHandler:
         )
         pattern = (tag, ANY, ANY, ANY)
         try:
-            # The handshake: the application accepts, or closes (403).
-            while True:
-                _, kind, a, b = await beamlet.receive(pattern)
-                if kind == "accept":
-                    ws = await req.upgrade(a)
-                    break
-                if kind in ("close", "done", "failed"):
-                    return Response(403, b"")
-                if kind == "send":  # (refused by the exchange before accept)
-                    _call(ev, ex.ack, True)
+            # The handshake: the application accepts; a close before that, or
+            # returning without a word, refuses it (403). (Nothing else can
+            # come before an accept: the exchange refuses a send.)
+            _, kind, a, _b = await beamlet.receive(pattern)
+            if kind != "accept":
+                return Response(403, b"")
+            ws = await req.upgrade(a)
             waiting = 0  # peer messages handed over, not yet taken by the app
             while True:
                 if waiting >= WS_WINDOW:
