@@ -181,9 +181,6 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
         inbox = proc.inbox[:] if proc.inbox else []
     if state >= DEAD:
         return None
-    q = proc.queue
-    queued = snapshot(lambda: len(q)) if q is not None else 0
-    pending = sum(1 for it in inbox if type(it) not in SIGNALS)
     links = snapshot(lambda: sorted(proc.links or ()))
     monitors = snapshot(lambda: list((proc.monitors or {}).values()))
     monitored_by = snapshot(lambda: list((proc.monitored_by or {}).values()))
@@ -191,7 +188,7 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
     ports = snapshot(lambda: list(proc.ports or ()))
     return {
         "status": STATUS_NAMES[state],
-        "message_queue_len": queued + pending,
+        "message_queue_len": message_queue_len(proc, inbox),
         "reductions": proc.reductions,
         "runtime": proc.runtime,
         "memory": memory(proc),
@@ -204,6 +201,18 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
         "current_stacktrace": stack,
         "sockets": [p.info() for p in ports],
     }
+
+
+def message_queue_len(proc: Process, inbox: list[Any] | None = None) -> int:
+    """Messages waiting for ``proc``: its queue, and the messages (not the
+    signals) still in its inbox (``inbox``: a copy already taken, else one is
+    taken here)."""
+    q = proc.queue
+    n = snapshot(lambda: len(q)) if q else 0
+    if inbox is None:
+        box = proc.inbox
+        inbox = snapshot(box.copy) if box else []
+    return n + sum(1 for it in inbox if type(it) not in SIGNALS)
 
 
 def memory(proc: Process) -> int:

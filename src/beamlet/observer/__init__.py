@@ -36,7 +36,6 @@ from beamlet._kernel import introspection, signals
 from beamlet._kernel.context import current_process_or_none, current_runtime
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.process import DEAD, STATUS_NAMES, BadArg, Process
-from beamlet._kernel.signals import SIGNALS
 from beamlet._kernel.sysmon import recent_util
 from beamlet.observer._trace import trace
 from beamlet.terms import Atom, Pid
@@ -122,15 +121,6 @@ def _initial_call(proc: Process) -> str:
     return f"{module}.{name}/{arity}"
 
 
-def _msgq(proc: Process) -> int:
-    q = proc.queue
-    n = len(q) if q else 0
-    inbox = proc.inbox
-    if inbox:
-        n += sum(1 for it in introspection.snapshot(inbox.copy) if type(it) not in SIGNALS)
-    return n
-
-
 def _row(
     rt: Runtime, proc: Process, cpu: float, reductions: int, window: float | None
 ) -> dict[str, Any]:
@@ -145,7 +135,7 @@ def _row(
         "cpu_pct": cpu / window * 100.0 if window else 0.0,
         "reductions": reductions,
         "memory": introspection.memory(proc),
-        "msgq": _msgq(proc),
+        "msgq": introspection.message_queue_len(proc),
     }
 
 
