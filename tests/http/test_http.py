@@ -337,6 +337,61 @@ def test_a_handler_exception_gets_500_a_crash_report_and_the_server_serves_on(pa
 
 
 @pytest.mark.parametrize("parser", PARSERS)
+def test_responses_are_framed_by_the_server_and_invalid_ones_get_500(parser, caplog):
+    """docs/http.md, "Limits, errors": the server writes the framing (RFC 9112
+    6.3): no body for 204 or HEAD (HEAD keeps the length), and a response it
+    cannot write truthfully -- a header name that is not a token, a value with
+    CR/LF (header injection), a Content-Length that is not the body's -- is
+    the handler's error: 500, and the connection serves on."""
+    responses = {
+        "/nocontent": http.Response(204, b"dropped"),
+        "/badname": http.Response(200, b"x", headers={"bad name": "v"}),
+        "/inject": http.Response(200, b"x", headers={"x-a": "1\r\nset-cookie: evil=1"}),
+        "/badlength": http.Response(200, b"abc", headers={"content-length": "5"}),
+        "/length": http.Response(200, b"abc", headers={"content-length": "3"}),
+    }
+
+    async def handler(req: http.Request) -> http.Response:
+        return responses.get(req.path) or await app(req)
+
+    def exchange_all(port: int) -> list[tuple[int, dict[str, str], bytes]]:
+        c = httpclient.HTTPConnection("127.0.0.1", port, timeout=T)
+        out = []
+        for method, path in [
+            ("GET", "/nocontent"),
+            ("HEAD", "/hello"),
+            ("GET", "/badname"),
+            ("GET", "/inject"),
+            ("GET", "/badlength"),
+            ("GET", "/length"),
+            ("GET", "/hello"),
+        ]:
+            c.request(method, path)
+            r = c.getresponse()
+            out.append((r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()))
+        c.close()
+        return out
+
+    async def main():
+        srv = await start(parser, handler)
+        got = await beamlet.blocking(exchange_all, srv.port)
+        await srv.stop()
+        return got
+
+    with caplog.at_level(logging.ERROR, logger="beamlet.http"):
+        got = run(main)
+    (s204, h204, b204), (shead, hhead, bhead), *errors, length, hello = got
+    assert (s204, b204) == (204, b"") and "content-length" not in h204
+    assert (shead, hhead["content-length"], bhead) == (200, "5", b"")
+    assert [e[0] for e in errors] == [500, 500, 500]
+    assert "set-cookie" not in errors[1][1]
+    assert (length[0], length[1]["content-length"], length[2]) == (200, "3", b"abc")
+    assert hello[0] == 200 and hello[2] == b"hello"
+    reports = [r.getMessage() for r in caplog.records if r.name == "beamlet.http"]
+    assert len(reports) == 3 and all("ValueError" in m for m in reports), reports
+
+
+@pytest.mark.parametrize("parser", PARSERS)
 def test_a_runaway_handler_holds_its_own_connection_only(parser):
     async def main():
         test = beamlet.self()

@@ -488,6 +488,15 @@ class _Conn:
                 await self._error(413, f"the body is over {cfg.max_body_size} bytes")
                 return
             req = Request(self, head)
+            if not head.chunked and not head.content_length:
+                # No body (RFC 9112 6.3): its end is parsed already, and the
+                # handler's answer need not drain it.
+                ev = self.parser.next_event()
+                if ev is END:
+                    req._state = _DONE
+                elif ev is not None:
+                    await self._error(400, "a body where none was declared")
+                    return
             if cfg.spawn_per_request:
                 keep = await self._spawn(req)
             else:
