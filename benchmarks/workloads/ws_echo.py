@@ -34,7 +34,7 @@ from benchmarks.workloads.http_hello import HOST, _free_port, _wait_port
 # ---------------------------------------------------------------- servers
 
 
-def serve_beamlet(port: int) -> None:
+def serve_beamlet(port: int, codec: str = "wsproto") -> None:
     import beamlet
     from beamlet import http
 
@@ -48,7 +48,7 @@ def serve_beamlet(port: int) -> None:
                 return http.Response(200)
 
     async def main() -> None:
-        await http.serve(echo, port=port, num_acceptors=4)
+        await http.serve(echo, port=port, num_acceptors=4, ws=codec)
         print("ready", flush=True)
         await beamlet.receive()
 
@@ -220,14 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--size", type=int, default=16, help="message bytes (< 126)")
-    ap.add_argument("--servers", default="beamlet,uvicorn-wsproto")
+    ap.add_argument(
+        "--servers", default="beamlet,beamlet-websockets,uvicorn-wsproto,uvicorn-websockets"
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     args = ap.parse_args(argv)
     if not 0 < args.size < 126:
         sys.exit("--size must be 1..125")
     if args.serve:
-        if args.serve == "beamlet":
-            serve_beamlet(args.port)
+        if args.serve.startswith("beamlet"):
+            serve_beamlet(args.port, args.serve.partition("-")[2] or "wsproto")
         else:
             serve_uvicorn(args.port, args.serve.split("-", 1)[1])
         return

@@ -29,6 +29,21 @@ except ImportError:  # the optional parser (the httptools extra)
 else:
     HTTPTOOLS = True
 
+try:
+    import websockets  # noqa: F401
+except ImportError:  # the optional WebSocket codec (the websockets extra)
+    WEBSOCKETS = False
+else:
+    WEBSOCKETS = True
+
+CODECS = [
+    "wsproto",
+    pytest.param(
+        "websockets",
+        marks=pytest.mark.skipif(not WEBSOCKETS, reason="websockets is not installed"),
+    ),
+]
+
 PARSERS = [
     "h11",
     pytest.param(
@@ -521,8 +536,9 @@ async def ws_app(req: http.Request) -> http.Response:
     return await app(req)
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("parser", PARSERS)
-def test_websocket_upgrade_and_echo(parser):
+def test_websocket_upgrade_and_echo(parser, codec):
     def client(port: int) -> list[Any]:
         c = WsClient(port)
         got = []
@@ -533,7 +549,7 @@ def test_websocket_upgrade_and_echo(parser):
         return got
 
     async def main():
-        srv = await start(parser, ws_app)
+        srv = await start(parser, ws_app, ws=codec)
         got = await beamlet.blocking(client, srv.port)
         assert got == ["hello", b"\x00\x01binary", "x" * 100_000, ("close", 1000)]
         assert (await beamlet.blocking(get, srv.port, "/hello"))[0] == 200
@@ -557,6 +573,112 @@ def test_a_message_to_the_websocket_process_reaches_ws_receive(parser):
         assert await beamlet.blocking(c.receive) == "from another process"
         assert await beamlet.blocking(c.close) == ("close", 1000)
         await srv.stop()
+
+    run(main)
+
+
+def _frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    """One client frame, by hand (to send what a well-behaved client would not)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    length = bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big")
+    if not masked:
+        return head + length + payload
+    mask = b"\x11\x22\x33\x44"
+    return (
+        head
+        + bytes([0x80 | length[0]])
+        + length[1:]
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+def _raw_ws(port: int, frames: list[bytes]) -> list[tuple[int, bytes]]:
+    """Handshake, send ``frames``, read the server's frames until it closes:
+    [(opcode, payload)]."""
+    with socket.create_connection(("127.0.0.1", port), timeout=T) as s:
+        s.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        s.sendall(b"".join(frames))
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+    out = []
+    while len(buf) >= 2:
+        n = buf[1] & 0x7F
+        start = 2
+        if n == 126:
+            n, start = int.from_bytes(buf[2:4], "big"), 4
+        out.append((buf[0] & 0x0F, buf[start : start + n]))
+        buf = buf[start + n :]
+    return out
+
+
+def _close_code(payload: bytes) -> int:
+    return int.from_bytes(payload[:2], "big")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_websocket_pings_fragments_and_hostile_frames(codec):
+    """docs/http.md, "Limits, errors": a ping is answered, a fragmented
+    message arrives whole; a frame that breaks the protocol costs the peer its
+    connection with the right close code -- 1002 for an unmasked client frame,
+    1007 for text that is not UTF-8, 1009 for a message over max_body_size
+    (also when it comes in fragments) -- and the server serves on."""
+    TEXT, BIN, CONT, CLOSE, PING = 1, 2, 0, 8, 9
+
+    async def main():
+        srv = await start("h11", ws_app, ws=codec, max_body_size=1000)
+        port = srv.port
+        polite = await beamlet.blocking(
+            _raw_ws,
+            port,
+            [
+                _frame(PING, b"are you there"),
+                _frame(TEXT, b"hel", fin=False),
+                _frame(CONT, b"lo", fin=False),
+                _frame(CONT, b" world"),
+                _frame(BIN, b"\x00\xff"),
+                _frame(CLOSE, (1000).to_bytes(2, "big") + b"bye"),
+            ],
+        )
+        assert polite[0] == (0xA, b"are you there")  # the pong
+        assert polite[1:3] == [(TEXT, b"hello world"), (BIN, b"\x00\xff")]
+        assert polite[3][0] == CLOSE and _close_code(polite[3][1]) == 1000
+        codes = []
+        for frames in (
+            [_frame(TEXT, b"not masked", masked=False)],
+            [_frame(TEXT, b"\xff\xfe not utf-8")],
+            [_frame(BIN, b"x" * 1001)],
+            [_frame(BIN, b"x" * 600, fin=False), _frame(CONT, b"x" * 600)],
+        ):
+            got = await beamlet.blocking(_raw_ws, port, frames)
+            assert got and got[-1][0] == CLOSE, got
+            codes.append(_close_code(got[-1][1]))
+        assert codes == [1002, 1007, 1009, 1009]
+        assert await beamlet.blocking(get, port, "/hello") == (200, b"hello")
+        await srv.stop()
+
+    run(main)
+
+
+def test_an_unknown_websocket_codec_is_refused():
+    async def main():
+        with pytest.raises(ValueError, match="ws must be"):
+            await http.serve(app, port=0, ws="autobahn")
 
     run(main)
 
@@ -621,9 +743,10 @@ def test_graceful_stop_lets_a_request_in_flight_finish_and_refuses_new_ones(pars
     run(main)
 
 
-def test_stop_closes_websockets_with_1001():
+@pytest.mark.parametrize("codec", CODECS)
+def test_stop_closes_websockets_with_1001(codec):
     async def main():
-        srv = await start("h11", ws_app)
+        srv = await start("h11", ws_app, ws=codec)
         c = await beamlet.blocking(WsClient, srv.port)
         await beamlet.blocking(c.send, "ping")
         assert await beamlet.blocking(c.receive) == "ping"

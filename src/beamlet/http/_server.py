@@ -325,6 +325,7 @@ class _Config:
         "name",
         "parser",
         "spawn_per_request",
+        "ws",
     )
 
     def __init__(
@@ -336,9 +337,11 @@ class _Config:
         idle_timeout: float,
         spawn_per_request: bool,
         name: str,
+        ws: str = "wsproto",
     ) -> None:
         self.app = app
         self.parser = parser
+        self.ws = ws
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self.idle_timeout = idle_timeout
@@ -704,6 +707,7 @@ async def serve(
     host: str = "127.0.0.1",
     *,
     parser: str = "h11",
+    ws: str = "wsproto",
     max_connections: int | None = 16384,
     num_acceptors: int = 10,
     max_header_size: int = 16 * 1024,
@@ -719,7 +723,9 @@ async def serve(
     connection is a process that serves its keep-alive requests in turn.
 
     ``parser``: ``"h11"`` (pure Python) or ``"httptools"`` (llhttp; the
-    ``httptools`` extra). ``max_header_size``: bytes of a request's head
+    ``httptools`` extra). ``ws``: the WebSocket codec, ``"wsproto"`` (pure
+    Python) or ``"websockets"`` (the ``websockets`` extra; a C extension
+    unmasks frames: a third of wsproto's cost). ``max_header_size``: bytes of a request's head
     (431 past it); ``max_body_size``: bytes of a body (413);
     ``idle_timeout``: seconds for a request's head to arrive, and between
     two reads of its body (408, or a silent close between requests).
@@ -734,6 +740,15 @@ async def serve(
             raise ImportError(
                 "parser='httptools' needs httptools: pip install 'beamlet[httptools]'"
             ) from None
+    if ws not in ("wsproto", "websockets"):
+        raise ValueError(f"ws must be 'wsproto' or 'websockets', got {ws!r}")
+    if ws == "websockets":
+        try:
+            import websockets.protocol  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "ws='websockets' needs websockets: pip install 'beamlet[websockets]'"
+            ) from None
     if not callable(app):
         raise TypeError(f"app must be an async function of a Request, got {app!r}")
     for label, value in (("max_header_size", max_header_size), ("max_body_size", max_body_size)):
@@ -744,7 +759,14 @@ async def serve(
     if name is None:
         name = f"beamlet.http.{next(_names)}"
     cfg = _Config(
-        app, parser, max_header_size, max_body_size, float(idle_timeout), spawn_per_request, name
+        app,
+        parser,
+        max_header_size,
+        max_body_size,
+        float(idle_timeout),
+        spawn_per_request,
+        name,
+        ws,
     )
     pid = await _listener.start_listener(
         name,
