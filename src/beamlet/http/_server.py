@@ -52,7 +52,7 @@ from beamlet.http._parsers import END, EOF, Head, ParseError, Parser, make_parse
 from beamlet.http._websocket import WebSocket
 from beamlet.net import _socket as _net
 from beamlet.net import listener as _listener
-from beamlet.net._socket import Socket, Tcp, TcpClosed, TcpError
+from beamlet.net._socket import Socket, Tcp, TcpClosed, TcpError, TcpPassive
 
 logger = logging.getLogger("beamlet.http")
 
@@ -145,6 +145,11 @@ def _chunk_bytes(chunk: Any) -> bytes:
 # ---------------------------------------------------------------- requests
 
 _BODY, _DONE = 0, 1
+
+#: A WebSocket's socket is ``active=N`` with this N: at most this many reads
+#: (of up to 64 KiB) wait in its process's mailbox before it stops reading and
+#: TCP pushes back on the peer.
+WS_ACTIVE = 16
 
 
 @register_immutable  # handed to a request's process as it is (spawn_per_request)
@@ -303,6 +308,7 @@ class Request:
         out, leftover = conn.parser.switch(headers)
         self._started = True
         await _net.send(conn.sock, out)
+        conn.active = WS_ACTIVE
         ws = self._ws = WebSocket(conn, leftover, subprotocol)
         return ws
 
@@ -357,6 +363,7 @@ class _Conn:
     """One connection's state; used by one process at a time."""
 
     __slots__ = (
+        "active",
         "armed",
         "cfg",
         "closed_in",
@@ -373,7 +380,11 @@ class _Conn:
         self.sock = sock
         self.cfg = cfg
         self.parser: Parser = make_parser(cfg.parser, cfg.max_header_size)
-        self.armed = False  # active="once" is set and its Tcp message not yet taken
+        self.armed = False  # the socket is active and its Tcp messages not yet all taken
+        #: What "active" is set to: "once" for HTTP (the socket may be handed
+        #: to a request's process, with nothing in flight), WS_ACTIVE after an
+        #: upgrade (fewer re-arms, and still flow control: TcpPassive re-arms).
+        self.active: str | int = "once"
         self.closed_in = False  # the peer closed (or the socket failed)
         self.draining = False  # the server stops: finish the request in hand, then close
         self.idle = True  # between requests
@@ -396,7 +407,7 @@ class _Conn:
                 return _DATA, b""
             if not self.armed:
                 try:
-                    _net.setopts(sock, active="once")
+                    _net.setopts(sock, active=self.active)
                 except OSError:  # closed under us
                     self.closed_in = True
                     return _DATA, b""
@@ -411,8 +422,13 @@ class _Conn:
             t = type(msg)
             if t is Tcp:
                 if msg.socket is sock:
-                    self.armed = False
+                    if self.active == "once":
+                        self.armed = False
                     return _DATA, msg.data
+            elif t is TcpPassive:
+                if msg.socket is sock:
+                    self.armed = False
+                    continue
             elif t is TcpClosed or t is TcpError:
                 if msg.socket is sock:
                     self.armed = False
