@@ -226,7 +226,7 @@ WORKLOADS += (
         "1,000 processes each summing range(20,000), at once",
         (1_000, 20_000),
         (100, 2_000),
-        (Metric("seconds", "s"),),
+        (Metric("seconds", "s"), Metric("threads_seconds", "s")),
         runtimes=("beamlet",),
         functions={"beamlet": "beamlet_cpu"},
         group="parallel",
