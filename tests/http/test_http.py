@@ -407,6 +407,36 @@ def test_responses_are_framed_by_the_server_and_invalid_ones_get_500(parser, cap
 
 
 @pytest.mark.parametrize("parser", PARSERS)
+def test_messages_to_a_connection_process_wait_in_its_mailbox_for_the_handler(parser):
+    """docs/http.md, "A JSON API": the connection's process is an ordinary
+    process; its HTTP loop takes only its socket's messages (a selective
+    receive), so a message sent to it between two requests is there for the
+    next request's handler (docs/semantics.md, "Receive")."""
+
+    async def handler(req: http.Request) -> http.Response:
+        if req.path == "/inbox":
+            _, value = await receive(("note", beamlet.ANY), timeout=T)
+            return http.Response.text(value)
+        return await app(req)
+
+    async def main():
+        srv = await start(parser, handler)
+        c = httpclient.HTTPConnection("127.0.0.1", srv.port, timeout=T)
+        status, body = await beamlet.blocking(get, srv.port, "/pid", c)
+        pid = (await srv.connections())[0]
+        assert status == 200 and str(pid) == body.decode()
+        send(pid, ("note", "kept for the next request"))
+        assert await beamlet.blocking(get, srv.port, "/inbox", c) == (
+            200,
+            b"kept for the next request",
+        )
+        c.close()
+        await srv.stop()
+
+    run(main)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
 def test_a_runaway_handler_holds_its_own_connection_only(parser):
     async def main():
         test = beamlet.self()

@@ -34,7 +34,6 @@ running at the deadline are killed. Then the listener's tree is stopped.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json as _json
 import logging
@@ -371,8 +370,8 @@ class _Conn:
         "got_bytes",
         "idle",
         "keep",
+        "ours",
         "parser",
-        "saved",
         "sock",
     )
 
@@ -390,17 +389,26 @@ class _Conn:
         self.idle = True  # between requests
         self.got_bytes = False  # bytes of the next request came
         self.keep = False
-        #: Messages to this process that came while it served HTTP: a
-        #: WebSocket's receive() returns them first.
-        self.saved: collections.deque[Any] = collections.deque()
+        self.ours = self._ours  # the HTTP loop's receive pattern (bound once)
 
     def __deepcopy__(self, memo: Any) -> _Conn:
         return self
 
-    async def next_message(self, deadline: float | None) -> tuple[int, Any]:
+    def _ours(self, msg: Any) -> bool:
+        """The messages of the HTTP loop: its socket's, and a stop's drain."""
+        t = type(msg)
+        if t is Tcp or t is TcpPassive or t is TcpClosed or t is TcpError:
+            return msg.socket is self.sock
+        return t is Atom and msg == _DRAIN
+
+    async def next_message(self, deadline: float | None, every: bool = True) -> tuple[int, Any]:
         """The next thing for this connection: (_DATA, bytes) from the socket
         (b"" once it is closed), (_DRAINING, None), or (_OTHER, message).
-        Raises TimeoutError at ``deadline``."""
+        ``every=False`` (HTTP): only the socket's messages and a drain; the
+        others stay in the mailbox, in order, for the handler's own receive
+        (or, after an upgrade, the WebSocket's). Raises TimeoutError at
+        ``deadline``."""
+        patterns = () if every else (self.ours,)
         sock = self.sock
         while True:
             if self.closed_in:
@@ -413,12 +421,12 @@ class _Conn:
                     return _DATA, b""
                 self.armed = True
             if deadline is None:
-                msg = await beamlet.receive()
+                msg = await beamlet.receive(*patterns)
             else:
                 left = deadline - _monotonic()
                 if left <= 0:
                     raise TimeoutError("idle timeout")
-                msg = await beamlet.receive(timeout=left)
+                msg = await beamlet.receive(*patterns, timeout=left)
             t = type(msg)
             if t is Tcp:
                 if msg.socket is sock:
@@ -446,15 +454,12 @@ class _Conn:
             if ev is not None:
                 return ev
             while True:
-                code, value = await self.next_message(deadline)
+                code, value = await self.next_message(deadline, every=False)
                 if code == _DATA:
                     break
-                if code == _DRAINING:
-                    self.draining = True
-                    if self.idle and not self.got_bytes:
-                        raise _Drained()
-                else:
-                    self.saved.append(value)
+                self.draining = True  # (_DRAINING: nothing else comes here)
+                if self.idle and not self.got_bytes:
+                    raise _Drained()
             if value:
                 self.got_bytes = True
                 parser.feed(value)

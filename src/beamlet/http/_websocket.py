@@ -302,8 +302,6 @@ class WebSocket:
                 if type(ev) is Close:
                     self._close_sent = self._closed = True
                 return ev
-            if conn.saved:
-                return conn.saved.popleft()
             if self._closed:
                 raise ConnectionClosed("the WebSocket is closed")
             if self._leftover:
