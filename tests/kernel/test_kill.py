@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -574,3 +575,75 @@ def test_a_kill_due_as_a_with_block_ends_never_skips_its_exit():
         return held
 
     assert run(main) == [False] * 5
+
+
+_STALE_SIGNAL_SCRIPT = r"""
+import ctypes, sys, threading
+from beamlet._kernel.kill import CLEARED, Cleared, clear_async_exc, consume_cleared
+
+set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+set_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+blocked, go = threading.Lock(), threading.Event()
+blocked.acquire()
+result = []
+
+
+def worker():
+    blocked.acquire()  # (C: the injection below waits here, then is taken back)
+    go.wait()
+    if sys.argv[1] == "kernel":
+        try:  # what the scheduler does to forget a kill aimed at its thread
+            clear_async_exc(threading.get_ident(), CLEARED)
+            consume_cleared()
+        except Cleared:
+            pass
+    sys.settrace(lambda frame, event, arg: None)  # (coverage's place)
+
+    def f():
+        return 1
+
+    for _ in range(100):
+        f()
+    sys.settrace(None)
+    result.append("done")
+
+
+t = threading.Thread(target=worker, daemon=True)
+t.start()
+while t.ident is None:
+    pass
+# An injection taken back with NULL before it fires: 3.11 leaves the
+# interpreter's async-exception signal set.
+set_exc(t.ident, KeyError)
+set_exc(t.ident, ctypes.py_object())
+blocked.release()
+go.set()
+t.join(2)
+print(result[0] if result else "spinning")
+"""
+
+
+def test_forgetting_an_injected_kill_leaves_no_async_exception_signal_set(tmp_path):
+    """docs/process-model.md, "Killing a running process": the fallback killer
+    (3.11 under a tracer such as coverage) forgets a kill it injected by having
+    the thread raise and catch a harmless exception in place, which is what
+    clears CPython's signal. Taking it back with NULL left the signal set on
+    3.11, and a thread with a trace function then spun for good at its next
+    call (the "baseline" run shows the hazard on this interpreter)."""
+    script = tmp_path / "stale.py"
+    script.write_text(_STALE_SIGNAL_SCRIPT)
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+    fixed = subprocess.run(
+        [sys.executable, str(script), "kernel"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert fixed.stdout.strip() == "done", fixed.stdout + fixed.stderr
+    if sys.version_info[:2] == (3, 11):
+        baseline = subprocess.run(
+            [sys.executable, str(script), "baseline"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert baseline.stdout.strip() == "spinning", baseline.stdout + baseline.stderr

@@ -275,10 +275,40 @@ class Killer:
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 _set_async_exc.restype = ctypes.c_int
-#: ``_set_async_exc(ident, NO_EXC)`` clears a pending injection. Call the ctypes
-#: function itself (a C call): a Python function would run the exception on entry.
-NO_EXC = ctypes.py_object()
+
+
+class Cleared(BaseException):
+    """What a pending injection is replaced with when its kill is forgotten:
+    raised and caught at once, in the thread's own kernel code."""
+
+
+#: ``clear_async_exc(ident, CLEARED)`` forgets a pending injection on the
+#: calling thread: it replaces it with :class:`Cleared`, which fires at the
+#: call's own eval-breaker check (or at the latest on entry to
+#: :func:`consume_cleared`), so every site reads::
+#:
+#:     try:
+#:         clear_async_exc(sched.ident, CLEARED)  # a C call: no frame to enter
+#:         consume_cleared()
+#:     except Cleared:
+#:         pass
+#:
+#: Not ``PyThreadState_SetAsyncExc(ident, NULL)``: that clears the thread's
+#: exception but leaves the interpreter's async-exception signal set (3.11),
+#: so every thread then takes the eval breaker's slow path at every check,
+#: and a thread with a trace function (coverage, a debugger: the case where
+#: this killer is used on 3.11) spins for good at its next function entry.
+#: Consuming an exception is what clears the signal. The ctypes function is
+#: called itself (a C call): a Python function would raise the pending kill
+#: on entry, in kernel code.
+CLEARED = ctypes.py_object(Cleared)
 clear_async_exc = _set_async_exc
+
+
+def consume_cleared() -> None:
+    """Entered right after ``clear_async_exc(ident, CLEARED)``: its entry is an
+    eval-breaker check, where :class:`Cleared` fires if it has not yet."""
+
 
 # CPython 3.11 gives the thread state of a thread being started its creator's
 # ident until the new thread first runs, and PyThreadState_SetAsyncExc sets the

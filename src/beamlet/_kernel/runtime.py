@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from beamlet._kernel import signals
 from beamlet._kernel.context import current_scheduler
-from beamlet._kernel.kill import NO_EXC, clear_async_exc, make_killer
+from beamlet._kernel.kill import CLEARED, Cleared, clear_async_exc, consume_cleared, make_killer
 from beamlet._kernel.parker import GIL, counter
 from beamlet._kernel.poller import Poller
 from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
@@ -255,7 +255,11 @@ class Runtime(Scheduling):
         try:
             if self.async_kills and (sched.kill_pending or not GIL):
                 with sched.kill_lock:
-                    clear_async_exc(sched.ident, NO_EXC)
+                    try:  # (kill.CLEARED: inline, a C call first)
+                        clear_async_exc(sched.ident, CLEARED)
+                        consume_cleared()
+                    except Cleared:
+                        pass
             return self._spawn(fn, args, parent, link, monitor, is_main, sched)
         finally:
             sched.masked_depth -= 1

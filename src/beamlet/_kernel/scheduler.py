@@ -50,7 +50,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from beamlet._kernel.context import current_scheduler, scheduler_var
 from beamlet._kernel.introspection import log_crash
-from beamlet._kernel.kill import NO_EXC, clear_async_exc, is_process_code, thread_state
+from beamlet._kernel.kill import (
+    CLEARED,
+    Cleared,
+    clear_async_exc,
+    consume_cleared,
+    is_process_code,
+    thread_state,
+)
 from beamlet._kernel.parker import GIL, Parker
 from beamlet._kernel.process import (
     DIE,
@@ -315,7 +322,11 @@ class Scheduler:
             if pending:
                 with self.kill_lock:
                     if asynchronous_kills:
-                        clear_async_exc(self.ident, NO_EXC)  # a C call, no frame
+                        try:  # (kill.CLEARED: inline, a C call first)
+                            clear_async_exc(self.ident, CLEARED)
+                            consume_cleared()
+                        except Cleared:
+                            pass
                     self.kill_pending = False
                 rt.killer.settle(self)
                 if proc.state >= _EXITING:
@@ -424,7 +435,11 @@ class Scheduler:
         """Forget a kill aimed at the process this thread ran (kill.py)."""
         with self.kill_lock:
             if self.rt.async_kills:
-                clear_async_exc(self.ident, NO_EXC)
+                try:  # (kill.CLEARED: inline, a C call first)
+                    clear_async_exc(self.ident, CLEARED)
+                    consume_cleared()
+                except Cleared:
+                    pass
             self.kill_pending = False
         self.rt.killer.settle(self)
 

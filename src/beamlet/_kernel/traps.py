@@ -23,7 +23,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from beamlet._kernel.context import current_scheduler
-from beamlet._kernel.kill import NO_EXC, clear_async_exc
+from beamlet._kernel.kill import CLEARED, Cleared, clear_async_exc, consume_cleared
 from beamlet._kernel.matching import matches, mentions
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.pool import DONE
@@ -61,7 +61,11 @@ def settle(proc: Process) -> bool:
     try:
         if sched.rt.async_kills and (sched.kill_pending or not GIL):
             with sched.kill_lock:
-                clear_async_exc(sched.ident, NO_EXC)
+                try:  # (kill.CLEARED: inline, a C call first)
+                    clear_async_exc(sched.ident, CLEARED)
+                    consume_cleared()
+                except Cleared:
+                    pass
         drain(sched.rt, proc)
     finally:
         sched.masked_depth -= 1
