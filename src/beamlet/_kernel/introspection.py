@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.process import DEAD, RUNNING, STATUS_NAMES, WAITING, Process
 from beamlet._kernel.signals import SIGNALS
-from beamlet._kernel.throttle import Throttle
+from beamlet._kernel.throttle import Throttle, TraceThrottle
 
 if TYPE_CHECKING:
     from beamlet._kernel.runtime import Runtime
@@ -131,6 +131,16 @@ def _code_only_stack(coro: Any) -> list[traceback.FrameSummary]:
     return [traceback.FrameSummary(code.co_filename, code.co_firstlineno, code.co_name, line=None)]
 
 
+#: The throttle's entry points (a JUMP callback; 3.11's trace functions).
+_THROTTLE_CODES = frozenset(
+    {
+        Throttle._on_jump.__code__,
+        TraceThrottle._local_trace.__code__,
+        TraceThrottle._global_trace.__code__,
+    }
+)
+
+
 def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
     """The stack of a process running on some thread right now, outermost first."""
     for s in list(rt.schedulers):
@@ -140,10 +150,9 @@ def running_stack(rt: Runtime, proc: Process) -> list[traceback.FrameSummary]:
     else:
         return []
     loop_code = rt.loop_code
-    throttle_code = Throttle._on_jump.__code__
     frames: list[traceback.FrameSummary] = []
     while frame is not None and frame.f_code is not loop_code:
-        if frame.f_code is throttle_code:
+        if frame.f_code in _THROTTLE_CODES:
             # sysmon's brake, not the process's code: neither it nor what it
             # called (a runaway parked for its turn waits in Parker.park)
             frames.clear()

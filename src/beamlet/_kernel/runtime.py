@@ -31,7 +31,14 @@ from typing import Any, Protocol
 
 from beamlet._kernel import signals
 from beamlet._kernel.context import current_scheduler
-from beamlet._kernel.kill import CLEARED, Cleared, clear_async_exc, consume_cleared, make_killer
+from beamlet._kernel.kill import (
+    CLEARED,
+    Cleared,
+    TraceKiller,
+    clear_async_exc,
+    consume_cleared,
+    make_killer,
+)
 from beamlet._kernel.parker import GIL, counter
 from beamlet._kernel.poller import Poller
 from beamlet._kernel.pool import DEFAULT_THREADS as DEFAULT_BLOCKING_THREADS
@@ -48,7 +55,7 @@ from beamlet._kernel.signals import KILL, NOCONNECTION, NORMAL, DownSig, ExitSig
 from beamlet._kernel.signals import MonitorSig as _MonitorSig
 from beamlet._kernel.sysmon import Sysmon
 from beamlet._kernel.table import PID_BLOCK, ProcessTable, make_table
-from beamlet._kernel.throttle import Throttle
+from beamlet._kernel.throttle import Throttle, TraceThrottle
 from beamlet._kernel.timers import PENDING, Timer, TimerService
 from beamlet.terms import Atom, Pid, Ref
 
@@ -128,12 +135,21 @@ class Runtime(Scheduling):
         self.loop_code = Scheduler.loop.__code__
         self.killer = make_killer(current_scheduler)
         self.async_kills = self.killer.asynchronous
-        self.throttle = Throttle(
-            stop_at=Scheduler.loop.__code__,
-            killer=self.killer,
-            adopt=self.adopt_runaway,
-            queued=self.queued,
-        )
+        if isinstance(self.killer, TraceKiller):  # 3.11: turns by trace function
+            self.throttle: Throttle = TraceThrottle(
+                self.killer.trampoline,
+                self.killer,
+                stop_at=Scheduler.loop.__code__,
+                adopt=self.adopt_runaway,
+                queued=self.queued,
+            )
+        else:
+            self.throttle = Throttle(
+                stop_at=Scheduler.loop.__code__,
+                killer=self.killer,
+                adopt=self.adopt_runaway,
+                queued=self.queued,
+            )
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self.pool = BlockingPool(blocking_threads)
         self.stopping = False

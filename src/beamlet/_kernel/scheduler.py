@@ -638,7 +638,7 @@ class Scheduling:
             self.sysmon.tune_switch_interval(True)
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
-            self.throttle.add(s.ident)
+            self.throttle.add(s.ident, s.tstate)
             self._bring_in(self.n_schedulers - self.active)
         # What waited in its own queue goes where the other threads find it.
         self.requeue(s)
@@ -756,7 +756,7 @@ class Scheduling:
         self.sysmon.tune_switch_interval(True)
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, s.native_id, RUNAWAY_NICE)
-        self.throttle.add(s.ident)
+        self.throttle.add(s.ident, s.tstate)
 
     def adopt_runaway(self, ident: int) -> None:
         """throttle.py: scheduler thread ``ident`` runs a known runaway's code

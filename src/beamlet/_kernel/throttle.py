@@ -1,4 +1,4 @@
-"""Taking turns: runaway processes share one turn on CPython 3.12+ with a GIL.
+"""Taking turns: runaway processes share one turn on CPython with a GIL.
 
 Under the GIL every thread that wants to run competes for the interpreter, and
 which waiting thread gets it next is up to the OS. Sixteen threads stuck in
@@ -30,9 +30,10 @@ work waits is handed off at once (``adopt``): a thousand copies of one runaway
 reach their own threads without sysmon timing each of them. Other threads that
 execute watched code pay one dictionary lookup per jump while a runaway exists.
 
-Free-threaded builds have no GIL to share, so runaways run in parallel there;
-Python 3.11 has no hook: only the GIL switch interval and the OS priority help
-(sysmon.py).
+Free-threaded builds have no GIL to share, so runaways run in parallel there.
+Python 3.11 has no ``sys.monitoring``: :class:`TraceThrottle` drives the same
+turns from a trace function on the runaway's thread (where the TraceKiller is
+used, which shares that slot).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
-from beamlet._kernel.kill import Killer, is_process_code
+from beamlet._kernel.kill import Killer, _api, is_process_code
 from beamlet._kernel.parker import GIL, Parker
 
 BUDGET = 0.0005
@@ -113,9 +114,10 @@ class Throttle:
         self.available = False
         return False
 
-    def add(self, ident: int) -> None:
-        """The thread ``ident`` runs a runaway process: make it take turns
-        (its code is watched from sysmon's next :meth:`refresh`)."""
+    def add(self, ident: int, tstate: int = 0) -> None:
+        """The thread ``ident`` (whose PyThreadState is at ``tstate``, for
+        TraceThrottle) runs a runaway process: make it take turns (its code
+        is watched from sysmon's next :meth:`refresh`)."""
         with self.lock:
             if not self._acquire_tool():
                 return
@@ -212,7 +214,12 @@ class Throttle:
             self.holder = None
 
     def _on_jump(self, code: CodeType, src: int, dst: int) -> None:
-        ident = threading.get_ident()
+        self._turn(threading.get_ident(), code, dst)
+
+    def _turn(self, ident: int, code: CodeType, dst: int) -> None:
+        """In a runaway's thread, at a jump (or a line: TraceThrottle) of its
+        code: keep the turn for BUDGET, give way to queued processes, or wait
+        for the next turn."""
         r = self.threads.get(ident)
         if r is None:
             if self.adopt is not None:
@@ -272,3 +279,93 @@ class Throttle:
         # A kill due in this thread is raised just after the jump (kill.py:
         # raised from a JUMP callback, it would skip this frame's handlers).
         self.killer.jumped(code, dst)
+
+
+class TraceThrottle(Throttle):
+    """The same turns on CPython 3.11, which has no ``sys.monitoring``: driven
+    by a trace function, set on a runaway's thread as the TraceKiller sets its
+    own (``_PyEval_SetTrace`` on that thread's state, from sysmon), with the
+    innermost frame of the runaway's own code given ``f_trace``: its line
+    events (a backward jump is one) take the turn logic of :class:`Throttle`.
+    Only that frame is traced (new frames get no local trace function). A
+    loop that is one instruction jumping to itself reports no line event on
+    3.11: such a runaway does not take turns (it competes for the GIL as
+    before, at nice 19 and a short switch interval).
+
+    The thread's trace slot is shared with the killer: a kill aimed at a
+    runaway replaces the trace function with the killer's (which saves and
+    puts back ours), and our local trace function hands a line over to the
+    killer's whenever a kill is aimed at that thread, so the kill is raised
+    there as without a throttle. The runaway's own thread takes the trace
+    function off when its process yields (:meth:`remove`, from
+    ``Scheduler.retire``)."""
+
+    def __init__(self, trampoline: int, killer: Any, **kw: Any) -> None:
+        super().__init__(killer=killer, **kw)
+        self.trampoline = trampoline
+        self.available = GIL
+        self.tstates: dict[int, int] = {}
+        self.traced: set[int] = set()  # threads whose trace function we set
+        # Bound once: sys.gettrace() is compared with it.
+        self.global_trace = self._global_trace
+        self.local_trace = self._local_trace
+
+    def _acquire_tool(self) -> bool:
+        return self.available
+
+    def add(self, ident: int, tstate: int = 0) -> None:
+        super().add(ident)
+        if tstate:
+            with self.lock:
+                if ident in self.threads:
+                    self.tstates[ident] = tstate
+
+    def remove(self, ident: int) -> None:
+        super().remove(ident)
+        with self.lock:
+            self.tstates.pop(ident, None)
+            ours = ident in self.traced
+            self.traced.discard(ident)
+        if ours and ident == threading.get_ident() and sys.gettrace() is self.global_trace:
+            sys.settrace(None)
+
+    def refresh(self, everyone: bool = False) -> None:
+        if not self.threads or not (everyone or self.fresh):
+            return
+        frames = sys._current_frames()
+        with self.lock:
+            idents = list(self.threads) if everyone else list(self.fresh)
+            self.fresh.clear()
+            for ident in idents:
+                frame = frames.get(ident)
+                while frame is not None and frame.f_code is not self.stop_at:
+                    if is_process_code(frame.f_code):
+                        break
+                    frame = frame.f_back
+                if frame is None or frame.f_code is self.stop_at:
+                    continue
+                if frame.f_trace is None:
+                    frame.f_trace = self.local_trace
+                ts = self.tstates.get(ident)
+                if ts and ident not in self.traced and not self.killer.wants(ident):
+                    if _api._PyEval_SetTrace(ts, self.trampoline, self.global_trace) == 0:
+                        self.traced.add(ident)
+
+    def _global_trace(self, frame: Any, event: str, arg: Any) -> Any:
+        # New frames in a runaway's thread: not traced (the kill's, if aimed).
+        if self.killer.wants(threading.get_ident()):
+            return self.killer._trace(frame, event, arg)  # type: ignore[attr-defined]
+        return None
+
+    def _local_trace(self, frame: Any, event: str, arg: Any) -> Any:
+        ident = threading.get_ident()
+        killer = self.killer
+        if killer.wants(ident):
+            return killer._trace(frame, event, arg)  # type: ignore[attr-defined]
+        if ident not in self.threads:
+            return None
+        if event == "line":
+            self._turn(ident, frame.f_code, frame.f_lasti)
+            if killer.wants(ident):  # aimed while it waited for its turn
+                return killer._trace(frame, event, arg)  # type: ignore[attr-defined]
+        return self.local_trace
