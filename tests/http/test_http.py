@@ -364,6 +364,8 @@ def test_responses_are_framed_by_the_server_and_invalid_ones_get_500(parser, cap
         "/inject": http.Response(200, b"x", headers={"x-a": "1\r\nset-cookie: evil=1"}),
         "/badlength": http.Response(200, b"abc", headers={"content-length": "5"}),
         "/length": http.Response(200, b"abc", headers={"content-length": "3"}),
+        "/dated": http.Response(200, b"d", headers={"Date": "Thu, 01 Jan 2026 00:00:00 GMT"}),
+        "/bye": http.Response(200, b"bye", headers={"connection": "close"}),
     }
 
     async def handler(req: http.Request) -> http.Response:
@@ -380,11 +382,17 @@ def test_responses_are_framed_by_the_server_and_invalid_ones_get_500(parser, cap
             ("GET", "/badlength"),
             ("GET", "/length"),
             ("GET", "/hello"),
+            ("GET", "/dated"),
+            ("GET", "/bye"),
         ]:
             c.request(method, path)
             r = c.getresponse()
+            names = [k.lower() for k, _ in r.getheaders()]
             out.append((r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()))
+            assert len(names) == len(set(names)), names  # no field twice
         c.close()
+        # the handler's "connection: close" closes the connection (read to the end)
+        out.append(exchange(port, b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\n"))
         return out
 
     async def main():
@@ -395,6 +403,11 @@ def test_responses_are_framed_by_the_server_and_invalid_ones_get_500(parser, cap
 
     with caplog.at_level(logging.ERROR, logger="beamlet.http"):
         got = run(main)
+    *got, dated, bye, after_bye = got
+    assert dated[1]["date"] == "Thu, 01 Jan 2026 00:00:00 GMT"
+    assert bye[1]["connection"] == "close" and bye[2] == b"bye"
+    assert after_bye.startswith(b"HTTP/1.1 200 OK\r\n") and after_bye.endswith(b"\r\n\r\nbye")
+    assert after_bye.lower().count(b"connection:") == 1
     (s204, h204, b204), (shead, hhead, bhead), *errors, length, hello = got
     assert (s204, b204) == (204, b"") and "content-length" not in h204
     assert (shead, hhead["content-length"], bhead) == (200, "5", b"")

@@ -134,9 +134,10 @@ class Parser:
         """The bytes of a response: whole (``body`` given) or its head only
         (``body`` None: a stream of :meth:`chunk` calls ending with
         :meth:`end` follows). Raises ValueError for an invalid header."""
-        parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\n" % (status, reason(status), date_header())]
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status))]
         length: bytes | None = None
         chunked = False
+        date = True
         for name, value in headers:
             _check_header(name, value)
             lname = name.lower()
@@ -146,7 +147,17 @@ class Parser:
                 if body is not None or value.strip().lower() != b"chunked":
                     raise ValueError(f"transfer-encoding {value!r} is the server's to set here")
                 chunked = True
+            elif lname == b"date":
+                date = False  # the handler's (a field given once)
+            elif lname == b"connection":
+                # The server's to write: the handler's "close" closes after this
+                # response; nothing else it could say applies here.
+                if b"close" in value.lower():
+                    keep_alive = False
+                continue
             parts.append(name + b": " + value + b"\r\n")
+        if date:
+            parts.append(b"date: " + date_header() + b"\r\n")
         if not keep_alive:
             parts.append(b"connection: close\r\n")
         self.keep_alive = keep_alive
