@@ -161,22 +161,25 @@ class Throttle:
             idents = list(self.threads) if everyone else list(self.fresh)
             self.fresh.clear()
             for ident in idents:
-                # Only the innermost frame of process code: that is where it
-                # loops (its callers wait for the call to return). Watching
-                # them too made every process that runs the same outer code
-                # (the connection loop of an HTTP server whose handler loops)
-                # pay a callback per jump, and be taken for a runaway.
-                frame = frames.get(ident)
-                while frame is not None and frame.f_code is not self.stop_at:
-                    code = frame.f_code
-                    if is_process_code(code):
-                        if code not in self.codes:
-                            self.codes.add(code)
-                            new.append(code)
-                        break
-                    frame = frame.f_back
+                frame = self._innermost(frames.get(ident))
+                if frame is not None and frame.f_code not in self.codes:
+                    self.codes.add(frame.f_code)
+                    new.append(frame.f_code)
         for code in new:
             _monitoring.set_local_events(self.tool, code, _monitoring.events.JUMP)
+
+    def _innermost(self, frame: Any) -> Any:
+        """The innermost frame of process code on a runaway's stack (from its
+        top ``frame``), or None. Only that one is watched: that is where it
+        loops (its callers wait for the call to return). Watching them too
+        made every process that runs the same outer code (the connection loop
+        of an HTTP server whose handler loops) pay a callback per jump, and be
+        taken for a runaway."""
+        while frame is not None and frame.f_code is not self.stop_at:
+            if is_process_code(frame.f_code):
+                return frame
+            frame = frame.f_back
+        return None
 
     def unstall(self, now: float) -> None:
         """sysmon: a holder not seen at a jump for STALL (blocked, maybe on a
@@ -337,12 +340,8 @@ class TraceThrottle(Throttle):
             idents = list(self.threads) if everyone else list(self.fresh)
             self.fresh.clear()
             for ident in idents:
-                frame = frames.get(ident)
-                while frame is not None and frame.f_code is not self.stop_at:
-                    if is_process_code(frame.f_code):
-                        break
-                    frame = frame.f_back
-                if frame is None or frame.f_code is self.stop_at:
+                frame = self._innermost(frames.get(ident))
+                if frame is None:
                     continue
                 if frame.f_trace is None:
                     frame.f_trace = self.local_trace

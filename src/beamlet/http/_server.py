@@ -34,6 +34,7 @@ running at the deadline are killed. Then the listener's tree is stopped.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json as _json
 import logging
@@ -722,6 +723,19 @@ class Server:
 _names = itertools.count(1)
 
 
+def _option(label: str, value: str, default: str, extra: str, module: str) -> None:
+    """``label`` is ``default`` or ``extra``, whose module (an extra) must import."""
+    if value not in (default, extra):
+        raise ValueError(f"{label} must be {default!r} or {extra!r}, got {value!r}")
+    if value == extra:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ImportError(
+                f"{label}={extra!r} needs {extra}: pip install 'beamlet[{extra}]'"
+            ) from None
+
+
 async def serve(
     app: Handler,
     port: int = 8080,
@@ -752,24 +766,8 @@ async def serve(
     two reads of its body (408, or a silent close between requests).
     ``spawn_per_request``: run each request in a process of its own.
     ``port=0`` picks a free port (``server.port``)."""
-    if parser not in ("h11", "httptools"):
-        raise ValueError(f"parser must be 'h11' or 'httptools', got {parser!r}")
-    if parser == "httptools":
-        try:
-            import httptools  # noqa: F401
-        except ImportError:
-            raise ImportError(
-                "parser='httptools' needs httptools: pip install 'beamlet[httptools]'"
-            ) from None
-    if ws not in ("wsproto", "websockets"):
-        raise ValueError(f"ws must be 'wsproto' or 'websockets', got {ws!r}")
-    if ws == "websockets":
-        try:
-            import websockets.protocol  # noqa: F401
-        except ImportError:
-            raise ImportError(
-                "ws='websockets' needs websockets: pip install 'beamlet[websockets]'"
-            ) from None
+    _option("parser", parser, "h11", "httptools", "httptools")
+    _option("ws", ws, "wsproto", "websockets", "websockets.protocol")
     if not callable(app):
         raise TypeError(f"app must be an async function of a Request, got {app!r}")
     for label, value in (("max_header_size", max_header_size), ("max_body_size", max_body_size)):
