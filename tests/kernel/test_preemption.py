@@ -409,7 +409,7 @@ def test_a_runaway_looping_in_a_called_function_does_not_make_its_callers_code_a
     it get threads of their own (the test above). One that loops in a
     function its function *called* must not make other processes running that
     outer function (every connection of a server whose one handler loops) go
-    to threads of their own, nice 19, taking turns: on 3.12 the whole server
+    to threads of their own, at a lower OS priority, taking turns: on 3.12 the whole server
     crawled, and kept crawling after the runaway was killed."""
 
     async def main():

@@ -83,7 +83,15 @@ logger = logging.getLogger("beamlet")
 _get_ident = threading.get_ident
 
 #: OS priority (nice) of a thread while a runaway process holds it.
-RUNAWAY_NICE = 19
+#: Not 19: a runaway's thread that holds the GIL when the OS preempts it waits
+#: for a core with its GIL, and at nice 19 other processes on the machine
+#: (CFS: ~1.5 % of a core against nice-0 work) kept it off for so long that the
+#: whole node stalled (an Erlang peer's rpc unanswered for 30 s with three CPU
+#: burners beside it; at nice 10, answered at once). Measured on a quiet machine
+#: (3.11, --tree, repeat 3), 19 vs 10: HTTP with 4 runaways on one core h11
+#: 15,525 / 14,648 req/s, httptools 39,609 / 39,817; lateness with 16 runaways
+#: and kill with 4 equal within noise. (Nice 0 lost a fifth of that HTTP rate.)
+RUNAWAY_NICE = 10
 
 #: Default cap on scheduler threads, the ones runaway processes keep included
 #: (``run(max_threads=)``): each runaway holds a thread until it yields or dies.

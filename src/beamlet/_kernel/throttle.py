@@ -293,7 +293,7 @@ class TraceThrottle(Throttle):
     Only that frame is traced (new frames get no local trace function). A
     loop that is one instruction jumping to itself reports no line event on
     3.11: such a runaway does not take turns (it competes for the GIL as
-    before, at nice 19 and a short switch interval).
+    before, at a lower OS priority and a short switch interval).
 
     The thread's trace slot is shared with the killer: a kill aimed at a
     runaway replaces the trace function with the killer's (which saves and
