@@ -444,13 +444,15 @@ def _throttled() -> bool:
 
 
 @pytest.mark.skipif(not _throttled(), reason="no throttle here (no hook, or no GIL to share)")
-def test_a_lone_runaway_gives_way_while_processes_wait_to_run():
+def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
     """Under the GIL a lone runaway thread took half the interpreter from the
     schedulers however much work waited (the demo's server fell to 55 % of
     its rate). While processes wait in the run queues it now gives the
     interpreter up for RESPITE after each BUDGET of running: the processes
     here get their work done, and the runaway did give way; it is still
-    killed (on 3.11 the kill passes through the throttle's trace function)."""
+    killed (on 3.11 the kill passes through the throttle's trace function,
+    opt-in there: BEAMLET_TRACE_THROTTLE=1)."""
+    monkeypatch.setenv("BEAMLET_TRACE_THROTTLE", "1")
 
     async def main():
         me = beamlet.self()

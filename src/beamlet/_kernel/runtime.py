@@ -135,7 +135,11 @@ class Runtime(Scheduling):
         self.loop_code = Scheduler.loop.__code__
         self.killer = make_killer(current_scheduler)
         self.async_kills = self.killer.asynchronous
-        if isinstance(self.killer, TraceKiller):  # 3.11: turns by trace function
+        if isinstance(self.killer, TraceKiller) and os.environ.get("BEAMLET_TRACE_THROTTLE"):
+            # 3.11: turns by trace function -- opt-in for now: with it, two CI
+            # runs in six saw an Erlang peer's connection drop during a test
+            # that kills a runaway (tests/observer/test_observer_rpc.py), not
+            # understood yet (docs/process-model.md).
             self.throttle: Throttle = TraceThrottle(
                 self.killer.trampoline,
                 self.killer,

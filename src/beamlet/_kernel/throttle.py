@@ -33,7 +33,7 @@ execute watched code pay one dictionary lookup per jump while a runaway exists.
 Free-threaded builds have no GIL to share, so runaways run in parallel there.
 Python 3.11 has no ``sys.monitoring``: :class:`TraceThrottle` drives the same
 turns from a trace function on the runaway's thread (where the TraceKiller is
-used, which shares that slot).
+used, which shares that slot; opt-in for now: ``BEAMLET_TRACE_THROTTLE=1``).
 """
 
 from __future__ import annotations
