@@ -135,25 +135,19 @@ class Runtime(Scheduling):
         self.loop_code = Scheduler.loop.__code__
         self.killer = make_killer(current_scheduler)
         self.async_kills = self.killer.asynchronous
+        turns: dict[str, Any] = {
+            "stop_at": Scheduler.loop.__code__,
+            "adopt": self.adopt_runaway,
+            "queued": self.queued,
+        }
         if isinstance(self.killer, TraceKiller) and os.environ.get("BEAMLET_TRACE_THROTTLE"):
             # 3.11: turns by trace function -- opt-in for now: with it, two CI
             # runs in six saw an Erlang peer's connection drop during a test
             # that kills a runaway (tests/observer/test_observer_rpc.py), not
             # understood yet (docs/process-model.md).
-            self.throttle: Throttle = TraceThrottle(
-                self.killer.trampoline,
-                self.killer,
-                stop_at=Scheduler.loop.__code__,
-                adopt=self.adopt_runaway,
-                queued=self.queued,
-            )
+            self.throttle: Throttle = TraceThrottle(self.killer.trampoline, self.killer, **turns)
         else:
-            self.throttle = Throttle(
-                stop_at=Scheduler.loop.__code__,
-                killer=self.killer,
-                adopt=self.adopt_runaway,
-                queued=self.queued,
-            )
+            self.throttle = Throttle(killer=self.killer, **turns)
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         self.pool = BlockingPool(blocking_threads)
         self.stopping = False

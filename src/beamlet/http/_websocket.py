@@ -52,26 +52,35 @@ class ConnectionClosed(ConnectionError):
 # answers) collect until ``take()``. After a Close the codec is done.
 
 
-class _Wsproto:
-    """wsproto: pure Python, the default. Its events are pulled one at a time,
-    so a close that came behind some messages is seen (and answered) only
-    once they have been taken."""
+class _Codec:
+    """What both codecs share: the frames owed to the peer."""
 
-    __slots__ = ("_events", "_failed", "_parts", "_size", "_ws", "limit", "out")
+    __slots__ = ("out",)
 
-    def __init__(self, limit: int) -> None:
-        self._ws = Connection(ConnectionType.SERVER)
-        self._events: Any = iter(())
-        self._parts: list[Any] = []
-        self._size = 0
-        self._failed: Close | None = None
-        self.limit = limit
+    def __init__(self) -> None:
         self.out: list[bytes] = []
 
     def take(self) -> bytes:
         out = b"".join(self.out)
         self.out.clear()
         return out
+
+
+class _Wsproto(_Codec):
+    """wsproto: pure Python, the default. Its events are pulled one at a time,
+    so a close that came behind some messages is seen (and answered) only
+    once they have been taken."""
+
+    __slots__ = ("_events", "_failed", "_parts", "_size", "_ws", "limit")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._ws = Connection(ConnectionType.SERVER)
+        self._events: Any = iter(())
+        self._parts: list[Any] = []
+        self._size = 0
+        self._failed: Close | None = None
+        self.limit = limit
 
     def _send(self, ev: Any) -> None:
         try:
@@ -126,7 +135,7 @@ class _Wsproto:
         return self.take()
 
 
-class _Websockets:
+class _Websockets(_Codec):
     """websockets' sans-I/O protocol (its C extension unmasks frames): about a
     third of wsproto's cost per message; ``ws="websockets"``. It parses all it
     is fed at once and answers a close as it parses it, so its close answer is
@@ -134,22 +143,17 @@ class _Websockets:
     first), and our data frames are written here (``Frame.serialize``), not
     through its state, which is closing by then."""
 
-    __slots__ = ("_events", "_held", "_parts", "_proto", "_text", "out")
+    __slots__ = ("_events", "_held", "_parts", "_proto", "_text")
 
     def __init__(self, limit: int) -> None:
         from websockets.protocol import Protocol, Side, State
 
+        super().__init__()
         self._proto = Protocol(Side.SERVER, state=State.OPEN, max_size=limit)
         self._parts: list[bytes] = []
         self._text = False
         self._events: collections.deque[Any] = collections.deque()
         self._held: list[bytes] = []  # our answer to the peer's close, not yet due
-        self.out: list[bytes] = []
-
-    def take(self) -> bytes:
-        out = b"".join(self.out)
-        self.out.clear()
-        return out
 
     def feed(self, data: bytes | None) -> None:
         proto = self._proto
