@@ -683,9 +683,16 @@ class MonitoringKiller(Killer):
         raised at the jump's target."""
         if self._due(code) is None:
             return
-        self.targets[threading.get_ident()] = (code, dst)
-        if code not in self.stepped:
+        ident = threading.get_ident()
+        target = (code, dst)
+        if self.targets.get(ident) == target and code not in self.stepped:
+            # The same jump again with no line event between (the LINE at
+            # its target raises the kill in a loop of several lines): a loop
+            # on one line, stepped to its target from now on. (Not at the
+            # first jump: switching events on stops the world on a
+            # free-threaded build, ~1 ms with a few runaway threads about.)
             self._step(code)
+        self.targets[ident] = target
 
     def _step(self, code: CodeType) -> None:
         with self.lock:

@@ -100,6 +100,11 @@ RUNAWAY_SWITCH_INTERVAL = 0.00005
 RUNAWAY_AFTER = 0.01
 #: Threads held by runaways are looked at once every this many ticks.
 RUNAWAY_EVERY = 16
+#: Free-threaded: a kill not taken this long after it was aimed at a victim's
+#: own code is looked for in all code (MonitoringKiller.refresh: JUMP events on
+#: everywhere, which stops the world, ~1 ms with a few runaway threads about).
+#: Most kills land first, at a line of the victim's own code.
+WIDEN_AFTER = 0.002
 #: While runaways turn up with work waiting, this many threads beyond the
 #: schedulers take work (a runaway among what they take is found after a tick).
 #: More would only compete for the GIL with the runaways not found yet.
@@ -427,7 +432,8 @@ class Sysmon:
                 # its doom.
                 rt.killing.pop(proc, None)
                 continue
-            victims.append((s, proc))
+            if GIL or mono - entry[0] >= WIDEN_AFTER:
+                victims.append((s, proc))
             if proc.zombie:
                 # Declared dead, but its code still runs on its thread: keep
                 # aiming the kill at it (it may have been out of reach, e.g. in
