@@ -313,15 +313,19 @@ def test_only_a_runaways_own_code_waits_for_its_turn():
     """Standard library and beamlet code may hold a lock at a jump: a thread
     parked for its turn there could deadlock the runaways (a 3.12 run of
     test_kills_never_hit_the_wrong_process did, parked inside send())."""
-    from beamlet._kernel.parker import Parker
+    import copy
+
     from beamlet._kernel.throttle import Throttle
 
     inside = threading.Event()
-    release = Parker()
+    stop = threading.Event()
+    pause = Parker()
 
     def helper():  # a plain function, like library code
         inside.set()
-        release.park(10)  # beamlet code on top of the stack
+        while not stop.is_set():  # loops here, calling
+            copy.deepcopy([1, [2]])  # the standard library's loops
+            pause.park(0.00001)  # and beamlet's
 
     async def body():  # the process's own code
         helper()
@@ -334,22 +338,26 @@ def test_only_a_runaways_own_code_waits_for_its_turn():
     t.start()
     assert inside.wait(10)
     throttle = Throttle(stop_at=thread_main.__code__)  # thread_main stands for the scheduler
-    if not throttle.available:
-        release.unpark()
-        t.join(10)
-        pytest.skip("no GIL: the throttle is off")
+    assert throttle.available
     try:
         throttle.add(t.ident)
+        throttle.refresh()
+        # Without the GIL the runaway's own thread tells where it loops (at
+        # its next jump); under it, refresh reads its frames.
+        deadline = time.monotonic() + 10
+        while throttle.seeking and time.monotonic() < deadline:
+            time.sleep(0.001)
         throttle.refresh()
         watched = set(throttle.codes)
     finally:
         throttle.stop()
-        release.unpark()
+        stop.set()
         t.join(10)
     # The innermost frame of the process's own code (a plain function here),
-    # where it loops; not beamlet's (Parker.park) above it, nor its caller
-    # below, which only waits for the call (other processes running that
-    # caller -- an HTTP server's connection loop -- must not be throttled).
+    # where it loops; not beamlet's (Parker.park) or the standard library's
+    # above it, nor its caller below, which only waits for the call (other
+    # processes running that caller -- an HTTP server's connection loop --
+    # must not be throttled).
     assert watched == {helper.__code__}
 
 
@@ -436,14 +444,14 @@ def test_a_runaway_looping_in_a_called_function_does_not_make_its_callers_code_a
 
 
 def _throttled() -> bool:
-    """A throttle runs here: sys.monitoring (3.12+) or, on 3.11, a trace
-    function (TraceThrottle, where the TraceKiller is used); a GIL to share."""
+    """A throttle runs here: sys.monitoring (3.12+, with or without the GIL)
+    or, on 3.11, a trace function (TraceThrottle, where the TraceKiller is used)."""
     from beamlet._kernel.kill import _TRAMPOLINE
 
-    return GIL and (hasattr(sys, "monitoring") or _TRAMPOLINE is not None)
+    return hasattr(sys, "monitoring") or (GIL and _TRAMPOLINE is not None)
 
 
-@pytest.mark.skipif(not _throttled(), reason="no throttle here (no hook, or no GIL to share)")
+@pytest.mark.skipif(not _throttled(), reason="no throttle here (no hook)")
 def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
     """Under the GIL a lone runaway thread took half the interpreter from the
     schedulers however much work waited (the demo's server fell to 55 % of
@@ -470,6 +478,53 @@ def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
         return (await receive(Down(ref, pid, ANY), timeout=30)).reason
 
     assert run(main, schedulers=1) == "killed"
+
+
+@pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="the throttle needs sys.monitoring")
+def test_runaways_take_turns_on_no_more_cores_than_the_schedulers():
+    """Runaways take turns (docs/process-model.md, "Preemption by hand-off"):
+    under the GIL one runs at a time; without it, as many as there are
+    schedulers (``Throttle.slots``), so that five of them on two schedulers do
+    not take five cores' worth from the processes. Every one of them gets its
+    turns, and each is still killed while it waits for one."""
+
+    async def main():
+        me = beamlet.self()
+        throttle = current_runtime().throttle
+        spinners = [spawn_monitor(_maybe_spin, True, me) for _ in range(5)]
+        for _ in spinners:
+            await receive(("spinning", ANY), timeout=30)
+        deadline = time.monotonic() + 30
+        while len(throttle.threads) < 5 or not throttle.waiting:
+            assert time.monotonic() < deadline, "the runaways never took turns"
+            await beamlet.sleep(0.005)
+        most = 0
+        start = [process_info(pid)["runtime"] for pid, _ in spinners]
+        while True:
+            most = max(most, len(throttle.holders))
+            ran = [
+                process_info(pid)["runtime"] - r
+                for (pid, _), r in zip(spinners, start, strict=True)
+            ]
+            if min(ran) > 0.02:
+                break
+            turns = {
+                i: ("holder" if i in throttle.holders else r.queued)
+                for i, r in throttle.threads.items()
+            }
+            # (A runaway whose turn was passed on before its thread woke to
+            # take it waited outside the line for good.)
+            assert time.monotonic() < deadline, f"some runaway never had a turn: {ran} {turns}"
+            await beamlet.sleep(0.005)
+        for pid, _ in spinners:
+            exit(pid, "kill")
+        reasons = {(await receive(Down(ref, pid, ANY), timeout=30)).reason for pid, ref in spinners}
+        return throttle.slots, most, reasons
+
+    slots, most, reasons = run(main, schedulers=2)
+    assert slots == (1 if GIL else 2)
+    assert 1 <= most <= slots
+    assert reasons == {"killed"}
 
 
 class _CountingParker(Parker):

@@ -113,6 +113,7 @@ def test_runtime_is_cpu_time_so_a_process_blocked_in_a_sleep_is_not_charged():
         spinners = [spawn(_spinner, me) for _ in range(3)]
         for _ in range(4):
             await receive("started", timeout=30)
+
         # From here on: what they had been charged before counts for nothing
         # (without the GIL the spinners ran in parallel meanwhile). ``runtime`` is
         # a sample sysmon takes now and then, so the window of the samples must lie

@@ -139,6 +139,7 @@ class Runtime(Scheduling):
             "stop_at": Scheduler.loop.__code__,
             "adopt": self.adopt_runaway,
             "queued": self.queued,
+            "slots": self.n_schedulers,  # without the GIL: runaways on as many cores
         }
         if isinstance(self.killer, TraceKiller) and os.environ.get("BEAMLET_TRACE_THROTTLE"):
             # 3.11: turns by trace function -- opt-in for now: with it, two CI

@@ -1,4 +1,4 @@
-"""Taking turns: runaway processes share one turn on CPython with a GIL.
+"""Taking turns: runaway processes share the interpreter's turns.
 
 Under the GIL every thread that wants to run competes for the interpreter, and
 which waiting thread gets it next is up to the OS. Sixteen threads stuck in
@@ -30,7 +30,13 @@ work waits is handed off at once (``adopt``): a thousand copies of one runaway
 reach their own threads without sysmon timing each of them. Other threads that
 execute watched code pay one dictionary lookup per jump while a runaway exists.
 
-Free-threaded builds have no GIL to share, so runaways run in parallel there.
+Free-threaded builds have no GIL to share, but cores: there ``slots`` runaways
+(one per scheduler) hold a turn at once, so the runaways together compete for
+no more cores than the schedulers, and give way to queued processes the same
+way (the runaway's thread then sleeps, leaving the core to the schedulers). A
+running thread's frames cannot be read there (kill.py), so the code a runaway
+loops in is found by the runaway's own thread: JUMP events on for all code for
+a moment (:meth:`_seek`), until each runaway looked for has jumped once.
 Python 3.11 has no ``sys.monitoring``: :class:`TraceThrottle` drives the same
 turns from a trace function on the runaway's thread (where the TraceKiller is
 used, which shares that slot; opt-in for now: ``BEAMLET_TRACE_THROTTLE=1``).
@@ -46,7 +52,7 @@ from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
-from beamlet._kernel.kill import Killer, _api, is_process_code
+from beamlet._kernel.kill import PROCESS, Killer, _api, code_kind, is_process_code
 from beamlet._kernel.parker import GIL, Parker
 
 BUDGET = 0.0005
@@ -59,17 +65,27 @@ RESPITE = 0.002
 STALL = 0.005
 #: A runaway waiting this long for a turn whose holder has not been seen takes it.
 LOST = 0.5
+#: Free-threaded: JUMP events stay on for all code at most this long while the
+#: code of a runaway is looked for (one that is blocked or in C code is looked
+#: for again at the next refresh of everyone's).
+SEEK = 0.002
+#: ... and a runaway not seen at a watched jump for STALL (it loops elsewhere
+#: now, or is blocked) is looked for again at most this often: each switch of
+#: the events stops the world (all threads, ~1 ms with a few runaways about).
+RESEEK = 0.1
 
 _monitoring: Any = getattr(sys, "monitoring", None)
 
 
 class _Runaway:
-    __slots__ = ("ident", "parker", "queued", "since")
+    __slots__ = ("ident", "parker", "queued", "seen", "since", "sought")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
         self.parker = Parker()
-        self.since = 0.0
+        self.since = 0.0  # when its turn (or its last respite) began
+        self.seen = 0.0  # when it was last at a jump while its turn
+        self.sought = 0.0  # when its code was last looked for (free-threaded)
         self.queued = False  # in ``waiting``
 
 
@@ -82,6 +98,7 @@ class Throttle:
         killer: Killer | None = None,
         adopt: Callable[[int], None] | None = None,
         queued: Callable[[], int] | None = None,
+        slots: int = 1,
     ) -> None:
         self.stop_at = stop_at
         self.killer = killer if killer is not None else Killer()
@@ -90,13 +107,22 @@ class Throttle:
         self.respites = 0  # times a runaway gave way to queued processes
         self.threads: dict[int, _Runaway] = {}
         self.fresh: set[int] = set()  # runaways whose code refresh() has not looked at
-        self.holder_seen = 0.0  # when the turn holder was last at a jump
         self.codes: set[CodeType] = set()
         self.lock = threading.Lock()
-        self.holder: int | None = None  # the runaway whose turn it is
+        # Runaways that run at once: one under the GIL (there is one
+        # interpreter to share), one per scheduler without it.
+        self.slots = 1 if GIL else max(1, slots)
+        # The runaways whose turn it is (changed under ``lock``).
+        self.holders: set[int] = set()
         self.waiting: collections.deque[_Runaway] = collections.deque()
         self.tool: int | None = None
-        self.available = _monitoring is not None and GIL
+        self.available = _monitoring is not None
+        # Free-threaded: runaways whose code is looked for (JUMP events on for
+        # all code meanwhile), and the code each was found in.
+        self.seeking: set[int] = set()
+        self.found: dict[int, CodeType] = {}
+        self.seek_since = 0.0
+        self.everywhere = False
 
     def _acquire_tool(self) -> bool:
         if self.tool is not None:
@@ -131,18 +157,25 @@ class Throttle:
             self.fresh.discard(ident)
             if r is None:
                 return
+            self.seeking.discard(ident)
+            self.found.pop(ident, None)
             if r.queued:
                 self.waiting.remove(r)
                 r.queued = False
-            if self.holder == ident:
-                self._pass_on()
+            if ident in self.holders:
+                self._pass_on(ident)
             if self.threads:
                 return
             codes, self.codes = self.codes, set()
             tool = self.tool
+            everywhere, self.everywhere = self.everywhere, False
+            self.seeking.clear()
+            self.found.clear()
         if tool is not None:
             for code in codes:
                 _monitoring.set_local_events(tool, code, 0)
+            if everywhere:
+                _monitoring.set_events(tool, 0)
 
     def wake(self, ident: int) -> None:
         """Unblock a runaway waiting for its turn (a kill is aimed at it)."""
@@ -153,7 +186,12 @@ class Throttle:
     def refresh(self, everyone: bool = False) -> None:
         """Watch the code objects the runaways execute now: the new runaways',
         or ``everyone``'s (sysmon does that every few ticks)."""
-        if self.tool is None or not self.threads or not (everyone or self.fresh):
+        if self.tool is None or not self.threads:
+            return
+        if not GIL:
+            self._seek(everyone)
+            return
+        if not (everyone or self.fresh):
             return
         frames = sys._current_frames()
         new: list[CodeType] = []
@@ -167,6 +205,57 @@ class Throttle:
                     new.append(frame.f_code)
         for code in new:
             _monitoring.set_local_events(self.tool, code, _monitoring.events.JUMP)
+
+    def _seek(self, everyone: bool) -> None:
+        """Free-threaded refresh (sysmon): a running thread's frames cannot be
+        read, so JUMP events go on for all code until each runaway looked for
+        has jumped once in its own code (:meth:`_on_jump` notes where); that
+        code is then watched, and the events for all code go off again."""
+        tool = self.tool
+        assert tool is not None
+        now = time.perf_counter()
+        with self.lock:
+            found, self.found = self.found, {}
+            new = [c for c in found.values() if c not in self.codes]
+            self.codes.update(new)
+            if self.everywhere:
+                if self.seeking and now - self.seek_since < SEEK:
+                    close = False
+                else:
+                    # Those not seen in time (blocked, or in C code) are looked
+                    # for again with everyone's.
+                    self.seeking.clear()
+                    self.everywhere = False
+                    close = True
+                start = False
+            else:
+                close = False
+                want = set(self.fresh)
+                self.fresh.clear()
+                if everyone:
+                    # Those not seen at a watched jump for a while (those
+                    # waiting for a turn were seen when they began waiting,
+                    # and cannot have moved since).
+                    want.update(
+                        i
+                        for i, r in self.threads.items()
+                        if not r.queued and now - r.seen >= STALL and now - r.sought >= RESEEK
+                    )
+                start = bool(want)
+                if start:
+                    for i in want:
+                        r = self.threads.get(i)
+                        if r is not None:
+                            r.sought = now
+                    self.seeking = want
+                    self.seek_since = now
+                    self.everywhere = True
+        for code in new:
+            _monitoring.set_local_events(tool, code, _monitoring.events.JUMP)
+        if close:
+            _monitoring.set_events(tool, 0)
+        elif start:
+            _monitoring.set_events(tool, _monitoring.events.JUMP)
 
     def _innermost(self, frame: Any) -> Any:
         """The innermost frame of process code on a runaway's stack (from its
@@ -184,40 +273,57 @@ class Throttle:
     def unstall(self, now: float) -> None:
         """sysmon: a holder not seen at a jump for STALL (blocked, maybe on a
         lock a waiting runaway holds) passes the turn on."""
-        if self.holder is None or not self.waiting or now - self.holder_seen < STALL:
+        if not self.waiting or not self.holders:
             return
         with self.lock:
-            if self.holder is not None and self.waiting:
-                self._pass_on()
+            for ident in list(self.holders):
+                r = self.threads.get(ident)
+                if (r is None or now - r.seen >= STALL) and self.waiting:
+                    self._pass_on(ident)
 
     def stop(self) -> None:
         with self.lock:
             self.threads.clear()
             waiting, self.waiting = list(self.waiting), collections.deque()
-            self.holder = None
+            self.holders.clear()
             codes, self.codes = self.codes, set()
             tool, self.tool = self.tool, None
+            everywhere, self.everywhere = self.everywhere, False
         for r in waiting:
             r.parker.unpark()
         if tool is not None:
             for code in codes:
                 _monitoring.set_local_events(tool, code, 0)
+            if everywhere:
+                _monitoring.set_events(tool, 0)
             _monitoring.register_callback(tool, _monitoring.events.JUMP, None)
             _monitoring.free_tool_id(tool)
 
-    def _pass_on(self) -> None:
-        """Give the turn to the next waiting runaway (caller holds ``lock``)."""
+    def _pass_on(self, ident: int) -> None:
+        """``ident``'s turn goes to the next waiting runaway (caller holds ``lock``)."""
+        self.holders.discard(ident)
         if self.waiting:
             nxt = self.waiting.popleft()
             nxt.queued = False
-            self.holder = nxt.ident
-            self.holder_seen = time.perf_counter()
+            nxt.seen = time.perf_counter()
+            self.holders.add(nxt.ident)
             nxt.parker.unpark()
-        else:
-            self.holder = None
 
-    def _on_jump(self, code: CodeType, src: int, dst: int) -> None:
-        self._turn(threading.get_ident(), code, dst)
+    def _on_jump(self, code: CodeType, src: int, dst: int) -> Any:
+        ident = threading.get_ident()
+        if self.everywhere:
+            # Free-threaded, events on for all code (_seek).
+            if code_kind(code) != PROCESS:
+                return _monitoring.DISABLE  # never watched: never again from here
+            if ident in self.seeking:
+                with self.lock:
+                    if ident in self.seeking:
+                        self.seeking.discard(ident)
+                        self.found[ident] = code
+            elif code not in self.codes:
+                return None  # somebody else's code, not (yet) a runaway's
+        self._turn(ident, code, dst)
+        return None
 
     def _turn(self, ident: int, code: CodeType, dst: int) -> None:
         """In a runaway's thread, at a jump (or a line: TraceThrottle) of its
@@ -228,56 +334,67 @@ class Throttle:
             if self.adopt is not None:
                 self.adopt(ident)  # a scheduler running a runaway's code: hand it off
             return
-        if self.holder == ident:
+        holders = self.holders
+        if ident in holders:
             queued = self.queued
             if not self.waiting and queued is None:
                 return
-            now = self.holder_seen = time.perf_counter()
+            now = r.seen = time.perf_counter()
             if now - r.since < BUDGET:
                 return
             if queued is not None and queued() and not self.killer.wants(ident):
                 # Processes wait for the schedulers: the runaways give them the
-                # interpreter for a while (the turn held: no runaway runs
-                # meanwhile; a kill wakes it).
+                # interpreter (or the core) for a while (the turn held: no
+                # other runaway runs in its place meanwhile; a kill wakes it).
                 self.respites += 1
                 r.parker.park(RESPITE)
-                now = self.holder_seen = time.perf_counter()
+                now = r.seen = time.perf_counter()
             if not self.waiting:
                 r.since = now
                 self.killer.jumped(code, dst)
                 return
             with self.lock:
-                if self.holder != ident or not self.waiting:
+                if ident not in holders or not self.waiting:
                     return
-                self._pass_on()
+                self._pass_on(ident)
                 self.waiting.append(r)
                 r.queued = True
         else:
             with self.lock:
                 if ident not in self.threads:
                     return
-                if self.holder is None:
-                    self.holder = ident
-                    r.since = self.holder_seen = time.perf_counter()
+                if len(holders) < self.slots:
+                    r.since = r.seen = time.perf_counter()
+                    holders.add(ident)
                     return
                 if not r.queued:
                     self.waiting.append(r)
                     r.queued = True
         wants = self.killer.wants
-        while self.holder != ident and ident in self.threads and not wants(ident):
+        while ident not in holders and ident in self.threads and not wants(ident):
             # Without the GIL, until it is our turn (or a kill wakes us). A turn
             # holder not seen for LOST loses the turn to us: sysmon normally
             # passes a stalled turn on after STALL (unstall); this is the
             # safety net should it not come round.
             r.parker.park(LOST)
-            if time.perf_counter() - self.holder_seen >= LOST:
-                with self.lock:
-                    if self.holder != ident and time.perf_counter() - self.holder_seen >= LOST:
-                        if r.queued:
-                            self.waiting.remove(r)
-                            r.queued = False
-                        self.holder = ident
-                        self.holder_seen = time.perf_counter()
+            now = time.perf_counter()
+            with self.lock:
+                if ident in holders:
+                    break
+                if not r.queued and ident in self.threads:
+                    # Given the turn, but it was passed on (unstall) before
+                    # this thread woke to take it: wait in line again.
+                    self.waiting.append(r)
+                    r.queued = True
+                threads = self.threads
+                lost = [i for i in holders if i not in threads or now - threads[i].seen >= LOST]
+                if lost:
+                    if r.queued:
+                        self.waiting.remove(r)
+                        r.queued = False
+                    holders.discard(lost[0])
+                    holders.add(ident)
+                    r.seen = now
         r.since = time.perf_counter()
         # A kill due in this thread is raised just after the jump (kill.py:
         # raised from a JUMP callback, it would skip this frame's handlers).
