@@ -96,7 +96,7 @@ class Process:
         "timer",
         "trap_exit",
         "zombie",
-    )
+    ) + (() if GIL else ("__weakref__",))  # (see Runtime.spawn)
 
     def __init__(self, pid: Pid, coro: Any) -> None:
         self.pid = pid

@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from inspect import CO_COROUTINE
 from types import FunctionType
@@ -300,6 +301,15 @@ class Runtime(Scheduling):
             sched.pid_next = n + 1
         pid = Pid(n)
         proc = Process(pid, coro)
+        if not GIL:
+            # A weak reference, made once and dropped, marks the record as
+            # "may have weak references": other threads can then take a
+            # reference to it with an atomic add. Without the mark, a record
+            # whose owner thread held the only references made every lookup
+            # from another scheduler (the table's, on each send) lock the
+            # dict (CPython 3.13t's fallback, _Py_TryIncRefShared): skynet
+            # 1M with two schedulers spent 4-6 % of its samples spinning there.
+            weakref.ref(proc)
         proc.initial_call = fn  # formatted by introspection.initial_call() when asked
         ref = None
         if parent is not None:

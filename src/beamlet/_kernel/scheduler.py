@@ -72,6 +72,7 @@ from beamlet._kernel.process import (
 )
 from beamlet._kernel.signals import NORMAL, drain, wake
 from beamlet._kernel.sysmon import thread_cpu_clock
+from beamlet._kernel.table import ShardedTable
 
 if TYPE_CHECKING:
     from beamlet._kernel.kill import Killer
@@ -238,6 +239,13 @@ class Scheduler:
         free_threaded = not GIL
         kill_lock = self.kill_lock
         poller = rt.poller
+        # Free-threaded: a reference this thread holds to each object every
+        # scheduler reads keeps its shared reference count above zero, so that
+        # reading it takes no lock (CPython 3.13t locks the container when the
+        # value's shared count is zero and its owner is another thread: the
+        # table's list of shards in its slot, the shards in the list; seen as
+        # sched_yield storms in a profile of skynet with two schedulers).
+        _held = rt.table.held() if isinstance(rt.table, ShardedTable) else ()
         while True:
             proc = self.first
             if proc is not None:

@@ -62,6 +62,11 @@ class ShardedTable:
     def __len__(self) -> int:
         return sum(len(shard) for shard in self.shards)
 
+    def held(self) -> tuple[object, ...]:
+        """What every scheduler reads: each holds these for its life (see
+        Scheduler.loop)."""
+        return (self, self.shards, *self.shards)
+
     def __bool__(self) -> bool:
         return any(self.shards)
 
