@@ -341,13 +341,14 @@ def test_only_a_runaways_own_code_waits_for_its_turn():
     assert throttle.available
     try:
         throttle.add(t.ident)
-        throttle.refresh()
-        # Without the GIL the runaway's own thread tells where it loops (at
-        # its next jump); under it, refresh reads its frames.
+        # Under the GIL refresh reads the runaway's frames at once; without it
+        # the runaway's own thread tells where it loops (sysmon's refreshes
+        # look for it from SEEK_AFTER on, until it has jumped).
         deadline = time.monotonic() + 10
-        while throttle.seeking and time.monotonic() < deadline:
-            time.sleep(0.001)
         throttle.refresh()
+        while not throttle.codes and time.monotonic() < deadline:
+            time.sleep(0.001)
+            throttle.refresh()
         watched = set(throttle.codes)
     finally:
         throttle.stop()

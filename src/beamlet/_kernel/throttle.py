@@ -45,6 +45,7 @@ used, which shares that slot; opt-in for now: ``BEAMLET_TRACE_THROTTLE=1``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 import time
@@ -73,6 +74,8 @@ SEEK = 0.002
 #: now, or is blocked) is looked for again at most this often: each switch of
 #: the events stops the world (all threads, ~1 ms with a few runaways about).
 RESEEK = 0.1
+#: Free-threaded: how long a new runaway runs before its code is looked for.
+SEEK_AFTER = 0.005
 
 _monitoring: Any = getattr(sys, "monitoring", None)
 
@@ -147,7 +150,10 @@ class Throttle:
         with self.lock:
             if not self._acquire_tool():
                 return
-            self.threads.setdefault(ident, _Runaway(ident))
+            r = self.threads.get(ident)
+            if r is None:
+                r = self.threads[ident] = _Runaway(ident)
+                r.sought = time.perf_counter()  # (free-threaded: sought from SEEK_AFTER on)
             self.fresh.add(ident)
 
     def remove(self, ident: int) -> None:
@@ -172,10 +178,11 @@ class Throttle:
             self.seeking.clear()
             self.found.clear()
         if tool is not None:
-            for code in codes:
-                _monitoring.set_local_events(tool, code, 0)
-            if everywhere:
-                _monitoring.set_events(tool, 0)
+            with contextlib.suppress(ValueError):  # stop() freed the tool meanwhile
+                for code in codes:
+                    _monitoring.set_local_events(tool, code, 0)
+                if everywhere:
+                    _monitoring.set_events(tool, 0)
 
     def wake(self, ident: int) -> None:
         """Unblock a runaway waiting for its turn (a kill is aimed at it)."""
@@ -203,8 +210,12 @@ class Throttle:
                 if frame is not None and frame.f_code not in self.codes:
                     self.codes.add(frame.f_code)
                     new.append(frame.f_code)
-        for code in new:
-            _monitoring.set_local_events(self.tool, code, _monitoring.events.JUMP)
+        tool = self.tool
+        if tool is None:
+            return
+        with contextlib.suppress(ValueError):  # stop() freed the tool meanwhile
+            for code in new:
+                _monitoring.set_local_events(tool, code, _monitoring.events.JUMP)
 
     def _seek(self, everyone: bool) -> None:
         """Free-threaded refresh (sysmon): a running thread's frames cannot be
@@ -230,8 +241,17 @@ class Throttle:
                 start = False
             else:
                 close = False
-                want = set(self.fresh)
-                self.fresh.clear()
+                # A runaway is looked for once it has been one for SEEK_AFTER:
+                # most hand-offs of a process that yields soon after (a
+                # collection, a burst of page faults) then cost no stop of
+                # the world.
+                want = set()
+                for i in list(self.fresh):
+                    r = self.threads.get(i)
+                    if r is None or now - r.sought >= SEEK_AFTER:
+                        self.fresh.discard(i)
+                        if r is not None:
+                            want.add(i)
                 if everyone:
                     # Those not seen at a watched jump for a while (those
                     # waiting for a turn were seen when they began waiting,
@@ -250,12 +270,13 @@ class Throttle:
                     self.seeking = want
                     self.seek_since = now
                     self.everywhere = True
-        for code in new:
-            _monitoring.set_local_events(tool, code, _monitoring.events.JUMP)
-        if close:
-            _monitoring.set_events(tool, 0)
-        elif start:
-            _monitoring.set_events(tool, _monitoring.events.JUMP)
+        with contextlib.suppress(ValueError):  # stop() freed the tool meanwhile
+            for code in new:
+                _monitoring.set_local_events(tool, code, _monitoring.events.JUMP)
+            if close:
+                _monitoring.set_events(tool, 0)
+            elif start:
+                _monitoring.set_events(tool, _monitoring.events.JUMP)
 
     def _innermost(self, frame: Any) -> Any:
         """The innermost frame of process code on a runaway's stack (from its
