@@ -143,6 +143,26 @@ def test_runtime_is_cpu_time_so_a_process_blocked_in_a_sleep_is_not_charged():
     assert sum(spun) <= process_cpu + 0.01
 
 
+def test_message_queue_len_counts_a_message_its_receiver_has_not_run_for_yet():
+    """The message that wakes a waiting process is handed to it directly
+    (signals.deliver); until the process runs it is in neither its inbox nor
+    its queue, and was not counted (the observer's top by "msgq" once showed
+    499 of 500 on a free-threaded run)."""
+
+    async def main():
+        pid = spawn(parked_in_receive)
+        await beamlet.sleep(0)  # it runs and waits
+        before = process_info(pid)["message_queue_len"]
+        send(pid, "one")  # wakes it; with one scheduler it cannot run before we yield
+        woken = process_info(pid)
+        send(pid, "two")
+        return before, woken["status"], woken["message_queue_len"], process_info(pid)
+
+    before, status, one, info = run(main, schedulers=1)
+    assert (before, status, one) == (0, "runnable", 1)
+    assert info["message_queue_len"] == 2
+
+
 def test_memory_counts_the_queued_messages():
     async def main():
         pid = spawn(parked_in_receive)

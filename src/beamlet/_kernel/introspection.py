@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from beamlet._kernel.parker import GIL
-from beamlet._kernel.process import DEAD, RUNNING, STATUS_NAMES, WAITING, Process
+from beamlet._kernel.process import DEAD, NOTHING, RUNNING, STATUS_NAMES, WAITING, Process
 from beamlet._kernel.signals import SIGNALS
 from beamlet._kernel.throttle import Throttle, TraceThrottle
 
@@ -213,11 +213,15 @@ def process_info(rt: Runtime, proc: Process) -> dict[str, Any] | None:
 
 
 def message_queue_len(proc: Process, inbox: list[Any] | None = None) -> int:
-    """Messages waiting for ``proc``: its queue, and the messages (not the
-    signals) still in its inbox (``inbox``: a copy already taken, else one is
-    taken here)."""
+    """Messages waiting for ``proc``: its queue, the message that woke it if
+    it has not run since (``handoff``), and the messages (not the signals)
+    still in its inbox (``inbox``: a copy already taken, else one is taken
+    here)."""
     q = proc.queue
     n = snapshot(lambda: len(q)) if q else 0
+    woke = proc.handoff
+    if woke is not NOTHING and type(woke) not in SIGNALS:
+        n += 1
     if inbox is None:
         box = proc.inbox
         inbox = snapshot(box.copy) if box else []
