@@ -119,7 +119,7 @@ if [ -z "${BEAMLET_SKIP_FREE_THREADED:-}" ]; then
           tests/observer/test_trace.py \
           >"$ft_log" 2>&1; then
         echo "-- round $i failed:"
-        sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300
+        sed -n '/^=* FAILURES =*$/,$p' "$ft_log" | head -n 300 || true  # (head may close the pipe early)
         grep -E '^(FAILED|ERROR)' "$ft_log" || tail -n 20 "$ft_log"
         ft_failed=$((ft_failed + 1))
       fi

@@ -309,7 +309,7 @@ def test_a_process_killed_while_it_starts_threads_stops_and_no_new_thread_is_hit
 @pytest.mark.skipif(
     not hasattr(sys, "monitoring"), reason="the throttle needs sys.monitoring (3.12+)"
 )
-def test_only_a_runaways_own_code_waits_for_its_turn():
+def test_only_a_runaways_own_code_waits_for_its_turn(monkeypatch):
     """Standard library and beamlet code may hold a lock at a jump: a thread
     parked for its turn there could deadlock the runaways (a 3.12 run of
     test_kills_never_hit_the_wrong_process did, parked inside send())."""
@@ -337,6 +337,7 @@ def test_only_a_runaways_own_code_waits_for_its_turn():
     t = threading.Thread(target=thread_main)
     t.start()
     assert inside.wait(10)
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
     throttle = Throttle(stop_at=thread_main.__code__)  # thread_main stands for the scheduler
     assert throttle.available
     try:
@@ -462,6 +463,7 @@ def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
     killed (on 3.11 the kill passes through the throttle's trace function,
     opt-in there: BEAMLET_TRACE_THROTTLE=1)."""
     monkeypatch.setenv("BEAMLET_TRACE_THROTTLE", "1")
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")
 
     async def main():
         me = beamlet.self()
@@ -482,12 +484,14 @@ def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="the throttle needs sys.monitoring")
-def test_runaways_take_turns_on_no_more_cores_than_the_schedulers():
+def test_runaways_take_turns_on_no_more_cores_than_the_schedulers(monkeypatch):
     """Runaways take turns (docs/process-model.md, "Preemption by hand-off"):
     under the GIL one runs at a time; without it, as many as there are
     schedulers (``Throttle.slots``), so that five of them on two schedulers do
     not take five cores' worth from the processes. Every one of them gets its
     turns, and each is still killed while it waits for one."""
+
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
 
     async def main():
         me = beamlet.self()

@@ -30,7 +30,8 @@ work waits is handed off at once (``adopt``): a thousand copies of one runaway
 reach their own threads without sysmon timing each of them. Other threads that
 execute watched code pay one dictionary lookup per jump while a runaway exists.
 
-Free-threaded builds have no GIL to share, but cores: there ``slots`` runaways
+Free-threaded builds (opt-in for now, ``BEAMLET_FT_THROTTLE=1``: see
+``available``) have no GIL to share, but cores: there ``slots`` runaways
 (one per scheduler) hold a turn at once, so the runaways together compete for
 no more cores than the schedulers, and give way to queued processes the same
 way (the runaway's thread then sleeps, leaving the core to the schedulers). A
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -119,7 +121,15 @@ class Throttle:
         self.holders: set[int] = set()
         self.waiting: collections.deque[_Runaway] = collections.deque()
         self.tool: int | None = None
-        self.available = _monitoring is not None
+        # Free-threaded: opt-in for now (BEAMLET_FT_THROTTLE=1). A process
+        # handed off while it spawned and killed a thousand runaways waited in
+        # line with them for its turns, 0.5 ms every ~0.6 s, and took over a
+        # minute to get its kills out (tests/kernel/test_kill.py's thousand
+        # runaways, 1 run in ~25 on 3.13t). Under the GIL such a process
+        # finishes before it is found stuck; on 3.13t it does not.
+        self.available = _monitoring is not None and (
+            GIL or os.environ.get("BEAMLET_FT_THROTTLE") == "1"
+        )
         # Free-threaded: runaways whose code is looked for (JUMP events on for
         # all code meanwhile), and the code each was found in.
         self.seeking: set[int] = set()
