@@ -513,13 +513,12 @@ def test_runaways_take_turns_on_no_more_cores_than_the_schedulers(monkeypatch):
             ]
             if min(ran) > 0.02:
                 break
-            turns = {
-                i: ("holder" if i in throttle.holders else r.queued)
-                for i, r in throttle.threads.items()
-            }
             # (A runaway whose turn was passed on before its thread woke to
             # take it waited outside the line for good.)
-            assert time.monotonic() < deadline, f"some runaway never had a turn: {ran} {turns}"
+            assert time.monotonic() < deadline, (
+                f"some runaway never had a turn: {ran} "
+                f"{ {i: 'holder' if i in throttle.holders else r.queued for i, r in throttle.threads.items()} }"
+            )
             await beamlet.sleep(0.005)
         for pid, _ in spinners:
             exit(pid, "kill")

@@ -82,6 +82,15 @@ SEEK_AFTER = 0.005
 _monitoring: Any = getattr(sys, "monitoring", None)
 
 
+def _unwatch(tool: int, codes: set[CodeType], everywhere: bool) -> None:
+    """Switch off the JUMP events ``tool`` had on: for ``codes``, and for all
+    code if ``everywhere``."""
+    for code in codes:
+        _monitoring.set_local_events(tool, code, 0)
+    if everywhere:
+        _monitoring.set_events(tool, 0)
+
+
 class _Runaway:
     __slots__ = ("ident", "parker", "queued", "seen", "since", "sought")
 
@@ -185,14 +194,9 @@ class Throttle:
             codes, self.codes = self.codes, set()
             tool = self.tool
             everywhere, self.everywhere = self.everywhere, False
-            self.seeking.clear()
-            self.found.clear()
         if tool is not None:
             with contextlib.suppress(ValueError):  # stop() freed the tool meanwhile
-                for code in codes:
-                    _monitoring.set_local_events(tool, code, 0)
-                if everywhere:
-                    _monitoring.set_events(tool, 0)
+                _unwatch(tool, codes, everywhere)
 
     def wake(self, ident: int) -> None:
         """Unblock a runaway waiting for its turn (a kill is aimed at it)."""
@@ -274,9 +278,7 @@ class Throttle:
                 start = bool(want)
                 if start:
                     for i in want:
-                        r = self.threads.get(i)
-                        if r is not None:
-                            r.sought = now
+                        self.threads[i].sought = now
                     self.seeking = want
                     self.seek_since = now
                     self.everywhere = True
@@ -323,10 +325,7 @@ class Throttle:
         for r in waiting:
             r.parker.unpark()
         if tool is not None:
-            for code in codes:
-                _monitoring.set_local_events(tool, code, 0)
-            if everywhere:
-                _monitoring.set_events(tool, 0)
+            _unwatch(tool, codes, everywhere)
             _monitoring.register_callback(tool, _monitoring.events.JUMP, None)
             _monitoring.free_tool_id(tool)
 
