@@ -578,7 +578,7 @@ def test_a_kill_due_as_a_with_block_ends_never_skips_its_exit():
 
 
 _STALE_SIGNAL_SCRIPT = r"""
-import ctypes, sys, threading
+import ctypes, platform, sys, threading, time
 from beamlet._kernel.kill import CLEARED, Cleared, clear_async_exc, consume_cleared
 
 set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
@@ -610,8 +610,18 @@ def worker():
 
 t = threading.Thread(target=worker, daemon=True)
 t.start()
-while t.ident is None:
-    pass
+# Inject only once the worker sleeps in blocked.acquire() (a futex wait that
+# lasts): injected while it still ran Python (its start-up), the KeyError went
+# off at once (seen on 3.13t).
+stat, syscall = (f"/proc/self/task/{t.native_id}/{f}" for f in ("stat", "syscall"))
+asleep = 0
+while asleep < 20:
+    with open(stat) as fs, open(syscall) as fc:
+        state = fs.read().rsplit(")", 1)[1].split()[0]
+        call = fc.read().split()[0]
+    futex = {"x86_64": "202", "aarch64": "98"}.get(platform.machine(), call)
+    asleep = asleep + 1 if (state, call) == ("S", futex) else 0
+    time.sleep(0.001)
 # An injection taken back with NULL before it fires: 3.11 leaves the
 # interpreter's async-exception signal set.
 set_exc(t.ident, KeyError)
