@@ -71,6 +71,7 @@ class Process:
 
     __slots__ = (
         "aliases",
+        "batch",
         "coro",
         "deadline",
         "doom",
@@ -107,6 +108,9 @@ class Process:
         self.signals = 0  # signals in the inbox (not messages): drain's shortcut
         self.handoff: Any = NOTHING  # the signal that woke the process (see signals.deliver)
         self.queue: Any = None  # collections.deque of messages, allocated lazily
+        # What signals.drain last moved from the inbox to the queue; emptied once
+        # moved (a count from another thread looks again while it is not).
+        self.batch: list[Any] | None = None
         self.links: set[Pid] | None = None
         self.monitors: dict[Ref, Any] | None = None  # refs this process holds -> target
         # refs held on this process -> watcher (or (watcher, name) for a monitor by name)

@@ -365,13 +365,19 @@ def drain(rt: Runtime, proc: Process) -> None:
         # The owner is the only remover: a copy, then the same items go
         # (appends made between the two stay, behind them).
         items = inbox[:]
-        del inbox[: len(items)]
+        n = len(items)
+        if first is not NOTHING:
+            items.insert(0, first)
+        # In neither the inbox nor the queue until moved: ``batch`` tells a
+        # count taken from another thread to look again (introspection.settled).
+        proc.batch = items
+        del inbox[:n]
         if first is not NOTHING:
             proc.handoff = NOTHING
-            items.insert(0, first)
     elif first is not NOTHING:
-        proc.handoff = NOTHING
         items = [first]
+        proc.batch = items
+        proc.handoff = NOTHING
     else:
         return
     q = proc.queue
@@ -383,6 +389,7 @@ def drain(rt: Runtime, proc: Process) -> None:
             proc.queue = collections.deque(items)
         else:
             q.extend(items)
+        items.clear()  # moved
         return
     if q is None:
         q = proc.queue = collections.deque()
@@ -434,6 +441,7 @@ def drain(rt: Runtime, proc: Process) -> None:
             proc.signals -= counted
     if not q:
         proc.queue = None
+    items.clear()  # moved
 
 
 def handle_exit(proc: Process, sender: Any, reason: Any, from_link: bool, q: Any) -> None:
