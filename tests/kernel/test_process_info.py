@@ -164,7 +164,7 @@ def test_message_queue_len_counts_a_message_its_receiver_has_not_run_for_yet():
 
 
 def test_message_queue_len_counts_every_message_while_its_owner_moves_them():
-    """A count taken from another scheduler while the receiver moves its
+    """[MON-7] A count taken from another scheduler while the receiver moves its
     inbox to its queue (signals.drain) missed the messages in between (the
     observer's top showed 472 of 500 on a free-threaded run). Every message
     sent before the count is counted once: the receiver takes none."""
