@@ -191,9 +191,9 @@ def settled(proc: Process, get: Callable[[], T]) -> T:
     the queue, and a count taken from another thread in between misses them
     (a sender then finds fewer than it sent). ``proc.batch`` is the list being
     moved, emptied once moved, a new list for each drain: a seqlock that costs
-    the owner one store. A drain that stops half-way for good (its thread
-    killed) or that keep coming (a busy receiver of a long queue) get the last
-    read after a bounded wait.
+    the owner one store and a clear. A drain that stops half-way for good (its
+    thread killed), or drains that keep coming (a busy receiver of a long
+    queue), get the last read after a bounded wait.
     """
     reads = 0
     for attempt in range(SETTLE_TRIES):
