@@ -19,12 +19,24 @@ from hostile import RawPeer, answers, blocking, run_node
 
 import beamlet
 import beamlet.net_kernel
+import beamlet.rpc
 from beamlet import ANY, Atom, Down, Pid
+from beamlet._kernel.runtime import Runtime
 from beamlet.distribution import connection as conn_mod
-from beamlet.distribution.control import Link, MonitorP, PayloadExit, PayloadExit2, RegSend
+from beamlet.distribution.control import (
+    NO_PAYLOAD,
+    Link,
+    MonitorP,
+    PayloadExit,
+    PayloadExit2,
+    PayloadMonitorPExit,
+    RegSend,
+    SpawnRequest,
+)
 from beamlet.distribution.epmd_server import EPMDServer
 from beamlet.distribution.limits import Limits
-from beamlet.distribution.node import Node
+from beamlet.distribution.node import SPAWN_GO, Node
+from beamlet.distribution.session import Message
 
 
 def as_seen_by_peers(node: Node, pid: Pid) -> Pid:
@@ -423,6 +435,61 @@ def test_links_and_monitors_from_the_peer_itself_still_work(builtin_epmd: EPMDSe
 
     down, exit_reason = run_node(main, builtin_epmd.port)
     assert down == "boom" and exit_reason == "boom"
+
+
+def test_a_process_a_peer_spawns_sends_nothing_before_the_spawn_reply(
+    builtin_epmd: EPMDServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[SPAWN-2] erpc's process may end before the reader thread goes on; its
+    DOWN still follows the SPAWN_REPLY (erts drops a connection that breaks
+    this order, "Missing 'spawn_reply' signal", OTP-17737). The worst case is
+    forced: delivering SPAWN_GO waits until the process's DOWN has been sent."""
+    down_sent = threading.Event()
+    send, deliver = conn_mod.Connection.send, Runtime.deliver
+
+    def send_and_note(conn: Any, control: Any, payload: Any = NO_PAYLOAD) -> None:
+        send(conn, control, payload)
+        if type(control) is PayloadMonitorPExit:
+            down_sent.set()
+
+    def deliver_then_wait(rt: Any, pid: Any, item: Any) -> None:
+        deliver(rt, pid, item)
+        if item is SPAWN_GO:
+            assert down_sent.wait(10), "the spawned process did not end"
+
+    monkeypatch.setattr(conn_mod.Connection, "send", send_and_note)
+    monkeypatch.setattr(Runtime, "deliver", deliver_then_wait)
+    beamlet.rpc.expose("ordering", "answer", lambda: 42)
+
+    async def main(node: Node) -> list[tuple[str, object]]:
+        def peer_side() -> list[tuple[str, object]]:
+            with RawPeer(node.port) as peer:
+                req, ref = peer.new_ref(), peer.new_ref()
+                mfa = (Atom("erpc"), Atom("execute_call"), 4)
+                peer.send(
+                    SpawnRequest(req, peer.pid, peer.pid, mfa, [Atom("monitor")]),
+                    [ref, Atom("ordering"), Atom("answer"), []],
+                )
+
+                def about_req(m: Message) -> bool:  # the reply's req_id, the DOWN's ref
+                    return req in (
+                        getattr(m.control, "req_id", None),
+                        getattr(m.control, "ref", None),
+                    )
+
+                return [
+                    (type(m.control).__name__, m.payload)
+                    for m in (peer.receive(about_req), peer.receive(about_req))
+                ]
+
+        return await blocking(peer_side)
+
+    try:
+        seen = run_node(main, builtin_epmd.port)
+    finally:
+        beamlet.rpc.unexpose("ordering", "answer")
+    assert [name for name, _ in seen] == ["SpawnReply", "PayloadMonitorPExit"]
+    assert seen[1][1][1:] == (Atom("return"), 42)  # erpc's result, in the DOWN
 
 
 # -- bound: log lines ------------------------------------------------------------------

@@ -818,21 +818,25 @@ class Node:
                 conn.send(C.SpawnReply(ctl.req_id, requester, 0, Atom("notsup")))
             return
         opts = ctl.opts if isinstance(ctl.opts, list) else []
-        pid = self.rt.spawn(body, tuple(args), None)[0]
-        flags = 0
-        if Atom("link") in opts:
-            with conn.track:
+        link, monitor = Atom("link") in opts, Atom("monitor") in opts
+        pid = self.rt.spawn(body, tuple(args), None)[0]  # waits for SPAWN_GO
+        with conn.track:
+            if link:
                 conn.links.add((pid, requester))
-            self.rt.deliver(pid, LinkSig(requester))
-            flags |= 1
-        if Atom("monitor") in opts:
-            with conn.track:
+            if monitor:
                 conn.in_monitors[ctl.req_id] = (requester, pid)
-            self.rt.deliver(pid, MonitorSig(requester, ctl.req_id))
-            flags |= 2
-        self.rt.deliver(pid, SPAWN_GO)  # after the signals: it runs with them in place
+        # The reply goes out before the process can run, and before the link
+        # and the monitor exist: nothing it sends (a message, the DOWN that
+        # carries erpc's result) may reach the requester ahead of it. erts
+        # kills a connection that breaks this order ("Missing 'spawn_reply'
+        # signal ... OTP-17737", nodedown reason killed).
         with contextlib.suppress(ConnectionDown):
-            conn.send(C.SpawnReply(ctl.req_id, requester, flags, pid))
+            conn.send(C.SpawnReply(ctl.req_id, requester, link | monitor << 1, pid))
+        if link:
+            self.rt.deliver(pid, LinkSig(requester))
+        if monitor:
+            self.rt.deliver(pid, MonitorSig(requester, ctl.req_id))
+        self.rt.deliver(pid, SPAWN_GO)  # after the signals: it runs with them in place
 
     def _monitor_in(self, conn: Connection, ctl: C.MonitorP) -> None:
         rt = self.rt
