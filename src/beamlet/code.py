@@ -48,7 +48,7 @@ from typing import Any, TypeVar, cast
 
 import beamlet
 from beamlet._kernel import context
-from beamlet._kernel.introspection import look_at_coroutine
+from beamlet._kernel.introspection import awaited, look_at_coroutine
 from beamlet._kernel.parker import GIL
 from beamlet._kernel.process import DEAD, RUNNING, Process
 from beamlet.terms import Atom, Pid
@@ -412,11 +412,7 @@ def _coroutine_runs(coro: Any, g: dict[str, Any]) -> bool:
             return False
         if frame.f_globals is g:
             return True
-        obj = (
-            getattr(obj, "cr_await", None)
-            or getattr(obj, "gi_yieldfrom", None)
-            or getattr(obj, "ag_await", None)
-        )
+        obj = awaited(obj)  # (only a suspended one's: see awaited)
     return False
 
 

@@ -282,3 +282,37 @@ def test_a_process_is_gone_from_processes_once_its_down_arrives():
     finally:
         checked.set()
     assert seen == [(False, 1)]
+
+
+def test_a_coroutines_awaits_are_read_only_while_it_is_suspended():
+    """The stack, memory and code walks follow cr_await only while a coroutine
+    is suspended: CPython reads it off the frame's value stack, which is not
+    valid while the frame executes (introspection.awaited; observer.top
+    segfaulted reading a runaway's)."""
+    import types
+
+    from beamlet._kernel.introspection import awaited, format_stack
+
+    @types.coroutine
+    def pause():
+        yield "trap"
+
+    seen = []
+
+    async def leaf():
+        seen.append(awaited(outer))  # outer executes now: it drives this
+        await pause()
+
+    async def top():
+        await leaf()
+
+    outer = top()
+    assert awaited(outer) is None  # created, not started
+    assert outer.send(None) == "trap"
+    inner = awaited(outer)
+    assert seen == [None] and inner.cr_code is leaf.__code__
+    assert type(awaited(inner)) is types.GeneratorType  # pause(), at its yield
+    assert awaited(awaited(inner)) is None
+    assert [f.name for f in format_stack(outer)] == ["top", "leaf", "pause"]
+    outer.close()
+    assert awaited(outer) is None and awaited("not a coroutine") is None

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from types import TracebackType
+from types import CoroutineType, GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from beamlet._kernel.parker import GIL
@@ -80,6 +80,29 @@ def initial_call(fn: Any) -> tuple[str, str, int]:
     return (module, name, arity)
 
 
+def awaited(obj: Any) -> Any:
+    """What the coroutine or generator ``obj`` is suspended in (its ``await``
+    or ``yield from``), else None: also while it executes.
+
+    CPython finds it on the frame's value stack (``_PyGen_yf``), which is only
+    valid while the frame is suspended: while it executes the stack top is not
+    stored (3.11 keeps -1 there), and the instruction after the one it executes
+    may lie past its code; ``cr_await`` of a coroutine another thread runs then
+    takes garbage for an object (seen: observer.top segfaulting 2 runs in 40
+    while it sized a runaway's coroutine). With the GIL the test and the read
+    here are one step, two attribute loads with no eval-breaker check between
+    them, so the owner cannot resume it in between; on a free-threaded build
+    the callers read only a waiting process's, under its lock
+    (:func:`look_at_coroutine`).
+    """
+    t = type(obj)
+    if t is CoroutineType:
+        return obj.cr_await if obj.cr_suspended else None
+    if t is GeneratorType:
+        return obj.gi_yieldfrom if obj.gi_suspended else None
+    return None
+
+
 def format_stack(coro: Any) -> list[traceback.FrameSummary]:
     """The stack of a suspended coroutine, outermost call first."""
     frames = []
@@ -93,7 +116,7 @@ def format_stack(coro: Any) -> list[traceback.FrameSummary]:
                 frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, line=None
             )
         )
-        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        obj = awaited(obj)
     return frames
 
 
@@ -291,7 +314,7 @@ def _coroutine_size(obj: Any) -> int:
         frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
         if frame is not None:
             size += sys.getsizeof(frame)
-        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        obj = awaited(obj)
     return size
 
 

@@ -35,7 +35,7 @@ def _supervisor_state(proc: Process, serve_code: Any, sup_class: type) -> Any:
             if frame.f_code is serve_code:
                 server = frame.f_locals.get("server")
                 return server if isinstance(server, sup_class) else None
-            obj = getattr(obj, "cr_await", None)
+            obj = introspection.awaited(obj)
         return None
 
     return introspection.look_at_coroutine(proc, look, lambda coro: None)
