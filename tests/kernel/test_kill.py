@@ -330,6 +330,51 @@ class _SpyLock:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_free_threaded_the_kill_events_stay_on_for_a_while_after_a_kill(monkeypatch):
+    """Without the GIL each switch of monitoring events stops the world (~1 ms
+    with hundreds of runaway threads about): the events a kill switched on stay
+    on for kill.LINGER after the last aim, so a process killing runaways one
+    after another pays it once, not twice a kill (it lost its turn to it and
+    waited a round of all the runaways per kill). With the GIL they go off
+    once no kill is under way."""
+    from types import SimpleNamespace
+
+    from beamlet._kernel import kill
+    from beamlet._kernel.parker import GIL
+
+    monitoring = sys.monitoring
+    killer = kill.MonitoringKiller(lambda: None)
+    if not killer.available:
+        pytest.skip("no free sys.monitoring tool id")
+
+    async def victim_code():
+        while True:
+            pass
+
+    coro = victim_code()
+    code = coro.cr_code
+    on = monitoring.events.LINE | monitoring.events.JUMP
+    try:
+        monkeypatch.setattr(kill, "LINGER", 3600.0)
+        assert killer.aim(SimpleNamespace(ident=12345), SimpleNamespace(coro=coro, doom="kill"))
+        killer.idle()  # the kill is over (sysmon calls it then)
+        assert not killer.armed  # nothing aimed any more ...
+        if GIL:
+            assert code not in killer.codes
+            assert monitoring.get_local_events(killer.tool, code) == 0
+        else:
+            assert code in killer.codes  # ... but the events stay on, recorded as such
+            assert monitoring.get_local_events(killer.tool, code) == on
+            monkeypatch.setattr(kill, "LINGER", 0.0)  # LINGER is over
+            killer.idle()
+            assert code not in killer.codes
+            assert monitoring.get_local_events(killer.tool, code) == 0
+    finally:
+        killer.stop()
+        coro.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
 def test_a_kill_aimed_while_the_killer_goes_idle_keeps_its_events(monkeypatch):
     """The kill events of a code and the killer's record of them change together:
     aimed while idle() switched the events off, a kill once left its code

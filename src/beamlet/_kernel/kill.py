@@ -24,7 +24,8 @@ Two ways to get it there:
   aimed at the process running there and raises it, synchronously, at that
   line. Nothing is ever pending asynchronously, so nothing can go off later in
   the wrong place. Other threads that run the same code pay one dict lookup per
-  line while the kill is under way; the events are switched off when no kill is.
+  line while the kill is under way; the events are switched off when no kill is
+  (without the GIL, LINGER after the last was aimed: each switch stops the world).
 * :class:`AsyncExcKiller` (3.11, or when no monitoring tool id is free):
   ``PyThreadState_SetAsyncExc``, which fires at the victim's next eval-breaker
   check. Under the GIL a thread that is not running is paused either at such a
@@ -588,6 +589,11 @@ class TraceKiller(Killer):
 _monitoring: Any = getattr(sys, "monitoring", None)
 
 
+#: Free-threaded: how long the events a kill switched on stay on after the
+#: last kill was aimed (MonitoringKiller.idle).
+LINGER = 1.0
+
+
 class MonitoringKiller(Killer):
     """Kills land at LINE / JUMP events of process code, raised by the victim's thread.
 
@@ -618,6 +624,7 @@ class MonitoringKiller(Killer):
         # thread ident -> (code, offset): the jump target a kill is raised at
         self.targets: dict[int, tuple[CodeType, int]] = {}
         self.everywhere = False  # JUMP events on for all code (free-threaded refresh)
+        self.aimed_at = 0.0  # time.monotonic() of the last aim (LINGER)
         self.lock = threading.Lock()
         self.tool: int | None = None
         if _monitoring is None:
@@ -649,6 +656,7 @@ class MonitoringKiller(Killer):
         code = getattr(proc.coro, "cr_code", None)
         with self.lock:  # armed and watched together: idle() sees both or neither
             self.armed[s.ident] = proc
+            self.aimed_at = time.monotonic()
             if code is not None:
                 self._watch_locked([code])
         return True
@@ -759,19 +767,29 @@ class MonitoringKiller(Killer):
                 _monitoring.set_local_events(tool, code, events)
 
     def idle(self) -> None:
+        """No kill is under way (sysmon, each tick): switch the events off.
+        Free-threaded, the events on the code of the victims stay on for
+        LINGER after the last aim: each switch stops the world (~1 ms with
+        hundreds of runaway threads about), and a process killing runaways
+        one after the other paid it for every kill; charged to its turn
+        (throttle.py), that cost it a round of all the runaways per kill."""
         with self.lock:
             if not self.codes and not self.everywhere:
                 return
-            codes, self.codes = self.codes, set()
-            self.stepped = set()
             self.armed.clear()
             self.targets.clear()
-            if self.tool is not None:
+            tool = self.tool
+            if self.everywhere:
+                if tool is not None:
+                    _monitoring.set_events(tool, 0)
+                self.everywhere = False
+            if not GIL and time.monotonic() - self.aimed_at < LINGER:
+                return
+            codes, self.codes = self.codes, set()
+            self.stepped = set()
+            if tool is not None:
                 for code in codes:
-                    _monitoring.set_local_events(self.tool, code, 0)
-                if self.everywhere:
-                    _monitoring.set_events(self.tool, 0)
-            self.everywhere = False
+                    _monitoring.set_local_events(tool, code, 0)
 
     def stop(self) -> None:
         super().stop()
