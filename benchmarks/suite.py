@@ -182,6 +182,16 @@ WORKLOADS: tuple[Workload, ...] = (
         group="preemption",
     ),
     Workload(
+        "kill_1000_spawned",
+        "spawn 1,000 busy runaways and kill them at once, never yielding; 10 rounds",
+        (1000, 10),
+        (200, 2),
+        (Metric("p50_s", "s"), Metric("worst_s", "s")),
+        runtimes=("beamlet",),
+        functions={"beamlet": "beamlet_spree"},
+        group="preemption",
+    ),
+    Workload(
         "timers",
         "200,000 send_after timers of an hour to one process",
         (200_000,),

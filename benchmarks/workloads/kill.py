@@ -63,3 +63,31 @@ def beamlet_many(k: int, _rounds: int) -> dict[str, float]:
         return {"all_dead_s": time.perf_counter() - t0, "held_by_runaways": held}
 
     return b.run(main)
+
+
+def beamlet_spree(k: int, rounds: int) -> dict[str, float]:
+    """k runaways spawned, then killed, by a process that never yields between
+    (a supervisor shutting down the workers it just started), ``rounds``
+    times: seconds from the first exit() to the last DOWN, median and worst
+    round. The killer runs for longer than a slice, so it is a runaway itself:
+    where runaways take turns (throttle.py) it kills in its turns only."""
+    import beamlet as b
+
+    async def runaway() -> None:
+        x = 0
+        while True:
+            x += 1
+
+    async def main() -> dict[str, float]:
+        times = []
+        for _ in range(rounds):
+            procs = [b.spawn_monitor(runaway) for _ in range(k)]
+            t0 = time.perf_counter()
+            for pid, _ in procs:
+                b.exit(pid, "kill")
+            for pid, ref in procs:
+                await b.receive(b.Down(ref, pid, b.ANY))
+            times.append(time.perf_counter() - t0)
+        return {"p50_s": percentile(times, 0.5), "worst_s": max(times)}
+
+    return b.run(main)

@@ -658,3 +658,38 @@ def test_run_keeps_pursuing_a_process_declared_dead_until_its_code_stops():
         assert not still_running(), "run() returned while the killed process's code still ran"
     finally:
         give_up.set()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the throttle needs sys.monitoring")
+def test_a_runaway_that_kills_one_waiting_for_its_turn_gets_that_turn(monkeypatch):
+    """A runaway (a killer that never yields) in its turn that kills a runaway
+    waiting in line gets the victim's turn: its own lasts BUDGET longer, once
+    per victim (throttle.Throttle.wake). Without it, a process killing a
+    thousand runaways on 3.13t got a few kills per round of all of them, and
+    took up to a minute (benchmarks: kill_1000_spawned)."""
+    from beamlet._kernel import throttle as th_mod
+
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    th = th_mod.Throttle()
+    me, victim, bystander = threading.get_ident(), 1, 2
+    try:
+        for ident in (me, victim, bystander):
+            th.add(ident)
+        assert th.tool is not None
+        killer, r, other = (th.threads[i] for i in (me, victim, bystander))
+        with th.lock:  # this thread holds a turn; the others wait in line
+            th.holders.add(me)
+            for w in (r, other):
+                th.waiting.append(w)
+                w.queued = True
+        killer.since = since = 1000.0
+        th.wake(victim)
+        assert killer.since == since + th_mod.BUDGET
+        th.wake(victim)  # killed again (it swallowed the kill, say): no more
+        assert killer.since == since + th_mod.BUDGET
+        with th.lock:
+            th.holders.discard(me)  # out of turn: nothing to give
+        th.wake(bystander)
+        assert killer.since == since + th_mod.BUDGET and not other.donated
+    finally:
+        th.stop()

@@ -92,7 +92,7 @@ def _unwatch(tool: int, codes: set[CodeType], everywhere: bool) -> None:
 
 
 class _Runaway:
-    __slots__ = ("ident", "parker", "queued", "seen", "since", "sought")
+    __slots__ = ("donated", "ident", "parker", "queued", "seen", "since", "sought")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
@@ -101,6 +101,7 @@ class _Runaway:
         self.seen = 0.0  # when it was last at a jump while its turn
         self.sought = 0.0  # when its code was last looked for (free-threaded)
         self.queued = False  # in ``waiting``
+        self.donated = False  # its turn went to the runaway that killed it (wake)
 
 
 class Throttle:
@@ -199,10 +200,23 @@ class Throttle:
                 _unwatch(tool, codes, everywhere)
 
     def wake(self, ident: int) -> None:
-        """Unblock a runaway waiting for its turn (a kill is aimed at it)."""
+        """Unblock a runaway waiting for its turn (a kill is aimed at it).
+
+        Called by a runaway in its turn (its thread in the throttle: it kills
+        from a loop that never yields, a supervisor shutting down the workers
+        it just started, say), the victim's turn, which it will not need, goes
+        to the killer: its turn lasts BUDGET longer, once per victim. Else a
+        killer that needs more than BUDGET for a few kills (a kill is ~50 µs
+        on 3.13t) waited a round of all the runaways every few kills: a
+        thousand took it a minute (docs/process-model.md)."""
         r = self.threads.get(ident)
-        if r is not None:
-            r.parker.unpark()
+        if r is None:
+            return
+        killer = self.threads.get(threading.get_ident())
+        if killer is not None and r.queued and not r.donated and killer.ident in self.holders:
+            r.donated = True
+            killer.since += BUDGET  # (its own thread's field: only it writes it)
+        r.parker.unpark()
 
     def refresh(self, everyone: bool = False) -> None:
         """Watch the code objects the runaways execute now: the new runaways',
