@@ -693,3 +693,31 @@ def test_a_runaway_that_kills_one_waiting_for_its_turn_gets_that_turn(monkeypatc
         assert killer.since == since + th_mod.BUDGET and not other.donated
     finally:
         th.stop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the throttle needs sys.monitoring")
+def test_a_runaways_spawns_do_not_count_against_its_turn_up_to_a_bound(monkeypatch):
+    """Time a runaway spends spawning in its turn is credited to the turn, up
+    to CREDIT a turn, and only in its turn (throttle.Throttle.credit; the
+    runtime credits spawns made on a handed-off thread without the GIL)."""
+    from beamlet._kernel import throttle as th_mod
+
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    th = th_mod.Throttle()
+    me = threading.get_ident()
+    try:
+        th.add(me)
+        r = th.threads[me]
+        r.since = since = 1000.0
+        th.credit(me, 0.001)  # not its turn: nothing
+        assert r.since == since
+        with th.lock:
+            th.holders.add(me)
+        th.credit(me, 0.001)
+        assert r.since == since + 0.001
+        th.credit(me, 1.0)  # no more than CREDIT a turn in all
+        assert r.since == pytest.approx(since + th_mod.CREDIT)
+        th.credit(me, 0.001)
+        assert r.since == pytest.approx(since + th_mod.CREDIT)
+    finally:
+        th.stop()

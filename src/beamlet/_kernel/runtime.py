@@ -276,7 +276,15 @@ class Runtime(Scheduling):
                         consume_cleared()
                     except Cleared:
                         pass
-            return self._spawn(fn, args, parent, link, monitor, is_main, sched)
+            if GIL or not sched.handed_off:
+                return self._spawn(fn, args, parent, link, monitor, is_main, sched)
+            # A runaway's thread, free-threaded: the spawn does not count
+            # against its turn (Throttle.credit).
+            t0 = time.perf_counter()
+            try:
+                return self._spawn(fn, args, parent, link, monitor, is_main, sched)
+            finally:
+                self.throttle.credit(sched.ident, time.perf_counter() - t0)
         finally:
             sched.masked_depth -= 1
 

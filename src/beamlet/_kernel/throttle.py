@@ -59,6 +59,8 @@ from beamlet._kernel.kill import PROCESS, Killer, _api, code_kind, is_process_co
 from beamlet._kernel.parker import GIL, Parker
 
 BUDGET = 0.0005
+#: A turn's kernel work not counted against its BUDGET, at most (Throttle.credit).
+CREDIT = 0.01
 #: While processes wait in the run queues, the runaway whose turn it is gives
 #: the interpreter up for this long after each BUDGET (so the runaways together
 #: get at most BUDGET / (BUDGET + RESPITE) of it then; with nothing queued a
@@ -92,12 +94,13 @@ def _unwatch(tool: int, codes: set[CodeType], everywhere: bool) -> None:
 
 
 class _Runaway:
-    __slots__ = ("donated", "ident", "parker", "queued", "seen", "since", "sought")
+    __slots__ = ("credit", "donated", "ident", "parker", "queued", "seen", "since", "sought")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
         self.parker = Parker()
         self.since = 0.0  # when its turn (or its last respite) began
+        self.credit = 0.0  # kernel work not counted against this turn (Throttle.credit)
         self.seen = 0.0  # when it was last at a jump while its turn
         self.sought = 0.0  # when its code was last looked for (free-threaded)
         self.queued = False  # in ``waiting``
@@ -132,11 +135,14 @@ class Throttle:
         self.waiting: collections.deque[_Runaway] = collections.deque()
         self.tool: int | None = None
         # Free-threaded: opt-in for now (BEAMLET_FT_THROTTLE=1). A process
-        # handed off while it spawned and killed a thousand runaways waited in
-        # line with them for its turns, 0.5 ms every ~0.6 s, and took over a
-        # minute to get its kills out (tests/kernel/test_kill.py's thousand
-        # runaways, 1 run in ~25 on 3.13t). Under the GIL such a process
-        # finishes before it is found stuck; on 3.13t it does not.
+        # that spawns and kills runaways from a loop that never yields is
+        # handed off and waits in line with them for its turns. wake (a
+        # victim's turn goes to its killer), credit (a spawn does not count
+        # against the turn) and kill.LINGER made a thousand killed at once
+        # take ~0.2 s where it took up to a minute, but spawning and killing
+        # a thousand ten times over still had a round take 5 s or more in 2
+        # runs of 8 (benchmarks: kill_1000_spawned). Under the GIL such a
+        # process finishes before it is found stuck.
         self.available = _monitoring is not None and (
             GIL or os.environ.get("BEAMLET_FT_THROTTLE") == "1"
         )
@@ -199,13 +205,27 @@ class Throttle:
             with contextlib.suppress(ValueError):  # stop() freed the tool meanwhile
                 _unwatch(tool, codes, everywhere)
 
+    def credit(self, ident: int, spent: float) -> None:
+        """The runaway on ``ident`` spent ``spent`` seconds in its turn
+        spawning a process: not counted against its BUDGET, up to CREDIT a
+        turn. (A process that starts a thousand workers from a loop that
+        never yields is handed off; on 3.13t, where a spawn costs 20-50 µs
+        while runaways spin, it got a dozen spawns a turn, and the workers it
+        started joined the line ahead of its next turn: 90 s for a thousand.)"""
+        r = self.threads.get(ident)
+        if r is not None and r.credit < CREDIT and ident in self.holders:
+            spent = min(spent, CREDIT - r.credit)
+            r.credit += spent
+            r.since += spent  # (its own thread's field: only it writes it)
+
     def wake(self, ident: int) -> None:
         """Unblock a runaway waiting for its turn (a kill is aimed at it).
 
         Called by a runaway in its turn (its thread in the throttle: it kills
         from a loop that never yields, a supervisor shutting down the workers
-        it just started, say), the victim's turn, which it will not need, goes
-        to the killer: its turn lasts BUDGET longer, once per victim. Else a
+        it just started, say), the victim's turn, which it will not need (it
+        may be in line, about to join it, or running), goes to the killer:
+        its turn lasts BUDGET longer, once per victim. Else a
         killer that needs more than BUDGET for a few kills (a kill is ~50 µs
         on 3.13t) waited a round of all the runaways every few kills: a
         thousand took it a minute (docs/process-model.md)."""
@@ -213,7 +233,7 @@ class Throttle:
         if r is None:
             return
         killer = self.threads.get(threading.get_ident())
-        if killer is not None and r.queued and not r.donated and killer.ident in self.holders:
+        if killer is not None and not r.donated and killer.ident in self.holders:
             r.donated = True
             killer.since += BUDGET  # (its own thread's field: only it writes it)
         r.parker.unpark()
@@ -394,7 +414,7 @@ class Throttle:
                 r.parker.park(RESPITE)
                 now = r.seen = time.perf_counter()
             if not self.waiting:
-                r.since = now
+                r.since, r.credit = now, 0.0
                 self.killer.jumped(code, dst)
                 return
             with self.lock:
@@ -409,6 +429,7 @@ class Throttle:
                     return
                 if len(holders) < self.slots:
                     r.since = r.seen = time.perf_counter()
+                    r.credit = 0.0
                     holders.add(ident)
                     return
                 if not r.queued:
@@ -439,7 +460,7 @@ class Throttle:
                     holders.discard(lost[0])
                     holders.add(ident)
                     r.seen = now
-        r.since = time.perf_counter()
+        r.since, r.credit = time.perf_counter(), 0.0
         # A kill due in this thread is raised just after the jump (kill.py:
         # raised from a JUMP callback, it would skip this frame's handlers).
         self.killer.jumped(code, dst)
