@@ -225,10 +225,10 @@ class Throttle:
         from a loop that never yields, a supervisor shutting down the workers
         it just started, say), the victim's turn, which it will not need (it
         may be in line, about to join it, or running), goes to the killer:
-        its turn lasts BUDGET longer, once per victim. Else a
-        killer that needs more than BUDGET for a few kills (a kill is ~50 µs
-        on 3.13t) waited a round of all the runaways every few kills: a
-        thousand took it a minute (docs/process-model.md)."""
+        its turn lasts BUDGET longer, once per victim. Else a killer that
+        needs more than BUDGET for a few kills (a kill is ~50 µs on 3.13t)
+        waited a round of all the runaways every few kills: a thousand took
+        it a minute (docs/process-model.md)."""
         r = self.threads.get(ident)
         if r is None:
             return
