@@ -696,6 +696,61 @@ def test_a_runaway_that_kills_one_waiting_for_its_turn_gets_that_turn(monkeypatc
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="the throttle needs sys.monitoring")
+def test_a_runaway_that_spawned_or_killed_gets_every_other_turn(monkeypatch):
+    """A runaway that spawned or killed in its turn waits for the next in the
+    urgent line, which gets every other turn while the ordinary line holds
+    some (throttle.Throttle._next): a supervisor starting or stopping a
+    thousand workers from a loop that never yields is not sent behind all
+    of them after each turn (on 3.13t one such round took 45-90 s), and the
+    others still get their turns in order."""
+    from beamlet._kernel import throttle as th_mod
+
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    th = th_mod.Throttle()
+    me = threading.get_ident()
+    others = [1, 2, 3, 4]
+    try:
+        for ident in (me, *others):
+            th.add(ident)
+        assert th.tool is not None
+        sup = th.threads[me]
+        turns = []
+
+        def take_turns(n: int) -> None:
+            for _ in range(n):
+                (holder,) = th.holders
+                turns.append(holder)
+                th._pass_on(holder)
+                r = th.threads[holder]
+                r.kernel = False  # a new turn: nothing spawned in it yet
+                if holder == me:
+                    th.credit(me, 0.0)  # it spawns in each of its turns
+                th._enqueue(r)
+
+        with th.lock:
+            th.holders.add(others[0])
+            for i in others[1:]:
+                th._enqueue(th.threads[i])
+            th.credit(me, 0.0)  # it spawned while it held its last turn
+            th._enqueue(sup)
+            assert list(th.urgent) == [sup] and me not in [r.ident for r in th.waiting]
+            take_turns(9)
+        assert turns == [others[0], me, others[1], me, others[2], me, others[3], me, others[0]]
+        with th.lock:
+            # A turn without a spawn or a kill: back to the ordinary line.
+            monkeypatch.setattr(th, "credit", lambda ident, spent: None)
+            take_turns(6)
+        assert turns[9:] == [me, others[1], others[2], others[3], others[0], me]
+        assert not th.urgent
+        # A kill aimed at a runaway marks the killer too (wake).
+        assert not sup.kernel
+        th.wake(others[2])
+        assert sup.kernel
+    finally:
+        th.stop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the throttle needs sys.monitoring")
 def test_a_runaways_spawns_do_not_count_against_its_turn_up_to_a_bound(monkeypatch):
     """Time a runaway spends spawning in its turn is credited to the turn, up
     to CREDIT a turn, and only in its turn (throttle.Throttle.credit; the

@@ -94,7 +94,18 @@ def _unwatch(tool: int, codes: set[CodeType], everywhere: bool) -> None:
 
 
 class _Runaway:
-    __slots__ = ("credit", "donated", "ident", "parker", "queued", "seen", "since", "sought")
+    __slots__ = (
+        "credit",
+        "donated",
+        "ident",
+        "kernel",
+        "parker",
+        "queued",
+        "seen",
+        "since",
+        "sought",
+        "urgent",
+    )
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
@@ -103,7 +114,11 @@ class _Runaway:
         self.credit = 0.0  # kernel work not counted against this turn (Throttle.credit)
         self.seen = 0.0  # when it was last at a jump while its turn
         self.sought = 0.0  # when its code was last looked for (free-threaded)
-        self.queued = False  # in ``waiting``
+        self.queued = False  # in a line: ``waiting``, or ``urgent`` if ``urgent``
+        self.urgent = False
+        # It spawned or killed since its turn began (credit, wake): it waits
+        # for its next turn in the ``urgent`` line.
+        self.kernel = False
         self.donated = False  # its turn went to the runaway that killed it (wake)
 
 
@@ -130,9 +145,14 @@ class Throttle:
         # Runaways that run at once: one under the GIL (there is one
         # interpreter to share), one per scheduler without it.
         self.slots = 1 if GIL else max(1, slots)
-        # The runaways whose turn it is (changed under ``lock``).
+        # The runaways whose turn it is, and two lines of those waiting for
+        # one (changed under ``lock``): runaways that spawned or killed in
+        # their last turn wait in ``urgent``, which gets every other turn
+        # while both lines hold some (_next).
         self.holders: set[int] = set()
         self.waiting: collections.deque[_Runaway] = collections.deque()
+        self.urgent: collections.deque[_Runaway] = collections.deque()
+        self.took_urgent = False  # the last turn passed on went to ``urgent``
         self.tool: int | None = None
         # Free-threaded: opt-in for now (BEAMLET_FT_THROTTLE=1). A process
         # that spawns and kills runaways from a loop that never yields is
@@ -192,8 +212,7 @@ class Throttle:
             self.seeking.discard(ident)
             self.found.pop(ident, None)
             if r.queued:
-                self.waiting.remove(r)
-                r.queued = False
+                self._unqueue(r)
             if ident in self.holders:
                 self._pass_on(ident)
             if self.threads:
@@ -213,7 +232,10 @@ class Throttle:
         while runaways spin, it got a dozen spawns a turn, and the workers it
         started joined the line ahead of its next turn: 90 s for a thousand.)"""
         r = self.threads.get(ident)
-        if r is not None and r.credit < CREDIT and ident in self.holders:
+        if r is None:
+            return
+        r.kernel = True  # (its own thread's field: only it writes it)
+        if r.credit < CREDIT and ident in self.holders:
             spent = min(spent, CREDIT - r.credit)
             r.credit += spent
             r.since += spent  # (its own thread's field: only it writes it)
@@ -233,9 +255,11 @@ class Throttle:
         if r is None:
             return
         killer = self.threads.get(threading.get_ident())
-        if killer is not None and not r.donated and killer.ident in self.holders:
-            r.donated = True
-            killer.since += BUDGET  # (its own thread's field: only it writes it)
+        if killer is not None:
+            killer.kernel = True  # (its own thread's fields: only it writes them)
+            if not r.donated and killer.ident in self.holders:
+                r.donated = True
+                killer.since += BUDGET
         r.parker.unpark()
 
     def refresh(self, everyone: bool = False) -> None:
@@ -340,18 +364,19 @@ class Throttle:
     def unstall(self, now: float) -> None:
         """sysmon: a holder not seen at a jump for STALL (blocked, maybe on a
         lock a waiting runaway holds) passes the turn on."""
-        if not self.waiting or not self.holders:
+        if not (self.waiting or self.urgent) or not self.holders:
             return
         with self.lock:
             for ident in list(self.holders):
                 r = self.threads.get(ident)
-                if (r is None or now - r.seen >= STALL) and self.waiting:
+                if (r is None or now - r.seen >= STALL) and (self.waiting or self.urgent):
                     self._pass_on(ident)
 
     def stop(self) -> None:
         with self.lock:
             self.threads.clear()
-            waiting, self.waiting = list(self.waiting), collections.deque()
+            waiting = [*self.waiting, *self.urgent]
+            self.waiting, self.urgent = collections.deque(), collections.deque()
             self.holders.clear()
             codes, self.codes = self.codes, set()
             tool, self.tool = self.tool, None
@@ -366,12 +391,44 @@ class Throttle:
     def _pass_on(self, ident: int) -> None:
         """``ident``'s turn goes to the next waiting runaway (caller holds ``lock``)."""
         self.holders.discard(ident)
-        if self.waiting:
-            nxt = self.waiting.popleft()
-            nxt.queued = False
+        nxt = self._next()
+        if nxt is not None:
             nxt.seen = time.perf_counter()
             self.holders.add(nxt.ident)
             nxt.parker.unpark()
+
+    def _next(self) -> _Runaway | None:
+        """Take the runaway whose turn is next out of its line (caller holds
+        ``lock``): the ``urgent`` line's first every other turn while the
+        other holds some, so a supervisor starting or stopping a thousand
+        workers from a loop that never yields gets a turn every few turns,
+        not a round of all the runaways it started, and the others still get
+        half the turns. (The BEAM would do that work in one slice: there a
+        spawn or a kill costs a microsecond; on 3.13t, 20-100 µs while
+        runaways spin.)"""
+        urgent, waiting = self.urgent, self.waiting
+        if urgent and not (waiting and self.took_urgent):
+            nxt = urgent.popleft()
+            self.took_urgent = True
+        elif waiting:
+            nxt = waiting.popleft()
+            self.took_urgent = False
+        else:
+            return None
+        nxt.queued = False
+        return nxt
+
+    def _enqueue(self, r: _Runaway) -> None:
+        """``r`` waits for a turn, in the line its last turn's work puts it in
+        (caller holds ``lock``)."""
+        r.urgent = r.kernel
+        (self.urgent if r.urgent else self.waiting).append(r)
+        r.queued = True
+
+    def _unqueue(self, r: _Runaway) -> None:
+        """Take ``r`` out of its line (caller holds ``lock``)."""
+        (self.urgent if r.urgent else self.waiting).remove(r)
+        r.queued = False
 
     def _on_jump(self, code: CodeType, src: int, dst: int) -> Any:
         ident = threading.get_ident()
@@ -401,7 +458,7 @@ class Throttle:
         holders = self.holders
         if ident in holders:
             queued = self.queued
-            if not self.waiting and queued is None:
+            if not (self.waiting or self.urgent) and queued is None:
                 return
             now = r.seen = time.perf_counter()
             if now - r.since < BUDGET:
@@ -413,28 +470,26 @@ class Throttle:
                 self.respites += 1
                 r.parker.park(RESPITE)
                 now = r.seen = time.perf_counter()
-            if not self.waiting:
-                r.since, r.credit = now, 0.0
+            if not (self.waiting or self.urgent):
+                r.since, r.credit, r.kernel = now, 0.0, False
                 self.killer.jumped(code, dst)
                 return
             with self.lock:
-                if ident not in holders or not self.waiting:
+                if ident not in holders or not (self.waiting or self.urgent):
                     return
                 self._pass_on(ident)
-                self.waiting.append(r)
-                r.queued = True
+                self._enqueue(r)
         else:
             with self.lock:
                 if ident not in self.threads:
                     return
                 if len(holders) < self.slots:
                     r.since = r.seen = time.perf_counter()
-                    r.credit = 0.0
+                    r.credit, r.kernel = 0.0, False
                     holders.add(ident)
                     return
                 if not r.queued:
-                    self.waiting.append(r)
-                    r.queued = True
+                    self._enqueue(r)
         wants = self.killer.wants
         while ident not in holders and ident in self.threads and not wants(ident):
             # Without the GIL, until it is our turn (or a kill wakes us). A turn
@@ -449,18 +504,16 @@ class Throttle:
                 if not r.queued and ident in self.threads:
                     # Given the turn, but it was passed on (unstall) before
                     # this thread woke to take it: wait in line again.
-                    self.waiting.append(r)
-                    r.queued = True
+                    self._enqueue(r)
                 threads = self.threads
                 lost = [i for i in holders if i not in threads or now - threads[i].seen >= LOST]
                 if lost:
                     if r.queued:
-                        self.waiting.remove(r)
-                        r.queued = False
+                        self._unqueue(r)
                     holders.discard(lost[0])
                     holders.add(ident)
                     r.seen = now
-        r.since, r.credit = time.perf_counter(), 0.0
+        r.since, r.credit, r.kernel = time.perf_counter(), 0.0, False
         # A kill due in this thread is raised just after the jump (kill.py:
         # raised from a JUMP callback, it would skip this frame's handlers).
         self.killer.jumped(code, dst)
