@@ -337,7 +337,7 @@ def test_only_a_runaways_own_code_waits_for_its_turn(monkeypatch):
     t = threading.Thread(target=thread_main)
     t.start()
     assert inside.wait(10)
-    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)  # (on by default)
     throttle = Throttle(stop_at=thread_main.__code__)  # thread_main stands for the scheduler
     assert throttle.available
     try:
@@ -463,7 +463,7 @@ def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
     killed (on 3.11 the kill passes through the throttle's trace function,
     whatever the environment says)."""
     monkeypatch.setenv("BEAMLET_TRACE_THROTTLE", "1")
-    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)
 
     async def main():
         me = beamlet.self()
@@ -491,7 +491,7 @@ def test_runaways_take_turns_on_no_more_cores_than_the_schedulers(monkeypatch):
     not take five cores' worth from the processes. Every one of them gets its
     turns, and each is still killed while it waits for one."""
 
-    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)  # (on by default)
 
     async def main():
         me = beamlet.self()
@@ -669,7 +669,7 @@ def test_a_runaway_that_kills_one_waiting_for_its_turn_gets_that_turn(monkeypatc
     took up to a minute (benchmarks: kill_1000_spawned)."""
     from beamlet._kernel import throttle as th_mod
 
-    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)  # (on by default)
     th = th_mod.Throttle()
     me, victim, bystander = threading.get_ident(), 1, 2
     try:
@@ -696,6 +696,19 @@ def test_a_runaway_that_kills_one_waiting_for_its_turn_gets_that_turn(monkeypatc
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="the throttle needs sys.monitoring")
+def test_runaways_take_turns_by_default_and_free_threaded_it_can_be_switched_off(monkeypatch):
+    """docs/process-model.md: runaways take turns on every build that has
+    sys.monitoring; on a free-threaded one BEAMLET_FT_THROTTLE=0 switches it
+    off (under the GIL that variable means nothing)."""
+    from beamlet._kernel.throttle import Throttle
+
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)
+    assert Throttle().available
+    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "0")
+    assert Throttle().available is GIL
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the throttle needs sys.monitoring")
 def test_a_runaway_that_spawned_or_killed_gets_every_other_turn(monkeypatch):
     """A runaway that spawned or killed in its turn waits for the next in the
     urgent line, which gets every other turn while the ordinary line holds
@@ -705,7 +718,7 @@ def test_a_runaway_that_spawned_or_killed_gets_every_other_turn(monkeypatch):
     others still get their turns in order."""
     from beamlet._kernel import throttle as th_mod
 
-    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)  # (on by default)
     th = th_mod.Throttle()
     me = threading.get_ident()
     others = [1, 2, 3, 4]
@@ -757,7 +770,7 @@ def test_a_runaways_spawns_do_not_count_against_its_turn_up_to_a_bound(monkeypat
     runtime credits spawns made on a handed-off thread without the GIL)."""
     from beamlet._kernel import throttle as th_mod
 
-    monkeypatch.setenv("BEAMLET_FT_THROTTLE", "1")  # (free-threaded: opt-in)
+    monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)  # (on by default)
     th = th_mod.Throttle()
     me = threading.get_ident()
     try:

@@ -30,8 +30,8 @@ work waits is handed off at once (``adopt``): a thousand copies of one runaway
 reach their own threads without sysmon timing each of them. Other threads that
 execute watched code pay one dictionary lookup per jump while a runaway exists.
 
-Free-threaded builds (opt-in for now, ``BEAMLET_FT_THROTTLE=1``: see
-``available``) have no GIL to share, but cores: there ``slots`` runaways
+Free-threaded builds (``BEAMLET_FT_THROTTLE=0`` in the environment switches
+it off there) have no GIL to share, but cores: there ``slots`` runaways
 (one per scheduler) hold a turn at once, so the runaways together compete for
 no more cores than the schedulers, and give way to queued processes the same
 way (the runaway's thread then sleeps, leaving the core to the schedulers). A
@@ -154,17 +154,11 @@ class Throttle:
         self.urgent: collections.deque[_Runaway] = collections.deque()
         self.took_urgent = False  # the last turn passed on went to ``urgent``
         self.tool: int | None = None
-        # Free-threaded: opt-in for now (BEAMLET_FT_THROTTLE=1). A process
-        # that spawns and kills runaways from a loop that never yields is
-        # handed off and waits in line with them for its turns. wake (a
-        # victim's turn goes to its killer), credit (a spawn does not count
-        # against the turn) and kill.LINGER made a thousand killed at once
-        # take ~0.2 s where it took up to a minute, but spawning and killing
-        # a thousand ten times over still had a round take 5 s or more in 2
-        # runs of 8 (benchmarks: kill_1000_spawned). Under the GIL such a
-        # process finishes before it is found stuck.
+        # Free-threaded: BEAMLET_FT_THROTTLE=0 switches it off. (It was
+        # opt-in while a process spawning or killing runaways from a loop
+        # that never yields could wait seconds for its turns: see _next.)
         self.available = _monitoring is not None and (
-            GIL or os.environ.get("BEAMLET_FT_THROTTLE") == "1"
+            GIL or os.environ.get("BEAMLET_FT_THROTTLE") != "0"
         )
         # Free-threaded: runaways whose code is looked for (JUMP events on for
         # all code meanwhile), and the code each was found in.
