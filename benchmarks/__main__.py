@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("beamlet / other for higher-is-better ones; > 1 means beamlet is better. 'target' is the")
     print("issue's figure for beamlet. asyncio/gevent 'starved': their pinger never ran again.")
+    print("Between beamlet columns (--tree, --schedulers) it is the other way round: > 1 means the")
+    print("column does better than the first beamlet column (2 schedulers' speedup over 1).")
     if opts.json:
         Path(opts.json).write_text(json.dumps({"results": results}, indent=2))
     return 0
@@ -337,6 +339,10 @@ def print_row(w: Workload, row: dict[str, Any], runtimes: list[str]) -> None:
                 ratios.append(f"{rt} starved")
                 continue
             r = (b / v) if m.better == HIGHER else (v / b)
+            if rt.startswith("beamlet"):
+                # Another beamlet (a --tree or --schedulers column): how much
+                # better that column does than the first, e.g. 2 schedulers' speedup.
+                r = 1 / r if r else float("inf")
             ratios.append(f"{rt} {r:.2f}x")
         print(line + ", ".join(ratios))
     for rt in cols:

@@ -67,3 +67,24 @@ def test_scheduler_counts_are_columns(tmp_path):
     assert set(rows["pairs"]["runtimes"]) == {"beamlet/S1", "beamlet/S2"}
     assert rows["pairs"]["runtimes"]["beamlet/S2"]["metrics"]["roundtrips_per_s"] > 0
     assert rows["cpu_bound"]["runtimes"]["beamlet/S1"]["metrics"]["seconds"] > 0
+
+
+def test_ratios_read_as_speedups_between_beamlet_columns(capsys):
+    """Against another runtime a ratio > 1 means beamlet does better; between two
+    beamlet columns (--schedulers, --tree) it means the later column does better:
+    2 schedulers that halve the time show 2.00x, not 0.50x."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.__main__ import print_row
+    from benchmarks.suite import HIGHER, Metric, Workload
+
+    w = Workload("w", "a workload", (1,), (1,),
+                 (Metric("seconds", "s"), Metric("per_s", "/s", better=HIGHER)))  # fmt: skip
+    row = {"args": [1], "runtimes": {
+        "beamlet/S1": {"metrics": {"seconds": 2.0, "per_s": 100.0}},
+        "beamlet/S2": {"metrics": {"seconds": 1.0, "per_s": 150.0}},
+        "asyncio": {"metrics": {"seconds": 4.0, "per_s": 50.0}},
+    }}  # fmt: skip
+    print_row(w, row, ["beamlet/S1", "beamlet/S2", "asyncio"])
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert "beamlet/S2 2.00x, asyncio 2.00x" in lines["seconds"]
+    assert "beamlet/S2 1.50x, asyncio 2.00x" in lines["per_s"]
