@@ -461,7 +461,7 @@ def test_a_lone_runaway_gives_way_while_processes_wait_to_run(monkeypatch):
     interpreter up for RESPITE after each BUDGET of running: the processes
     here get their work done, and the runaway did give way; it is still
     killed (on 3.11 the kill passes through the throttle's trace function,
-    whatever the environment says)."""
+    opt-in there: BEAMLET_TRACE_THROTTLE=1)."""
     monkeypatch.setenv("BEAMLET_TRACE_THROTTLE", "1")
     monkeypatch.delenv("BEAMLET_FT_THROTTLE", raising=False)
 

@@ -142,15 +142,12 @@ class Runtime(Scheduling):
             "queued": self.queued,
             "slots": self.n_schedulers,  # without the GIL: runaways on as many cores
         }
-        if (
-            isinstance(self.killer, TraceKiller)
-            and os.environ.get("BEAMLET_TRACE_THROTTLE", "1") != "0"
-        ):
-            # 3.11: turns by trace function (BEAMLET_TRACE_THROTTLE=0: none).
-            # Opt-in until the two failures blamed on it were explained: an
-            # Erlang peer dropping the connection was erpc's SPAWN_REPLY order
-            # (semantics SPAWN-2), a lost `beamlet top` connection most likely
-            # the segfault of introspection.awaited (docs/process-model.md).
+        if isinstance(self.killer, TraceKiller) and os.environ.get("BEAMLET_TRACE_THROTTLE") == "1":
+            # 3.11: turns by trace function, opt-in (BEAMLET_TRACE_THROTTLE=1).
+            # On by default for a day, it made a process that spawns a
+            # thousand runaways and kills them from one loop take 15 s to
+            # minutes in ~1 run in 4 on a loaded machine (the waiters' lock
+            # convoy behind the GIL; docs/process-model.md); off, ~10 ms.
             self.throttle: Throttle = TraceThrottle(self.killer.trampoline, self.killer, **turns)
         else:
             self.throttle = Throttle(killer=self.killer, **turns)

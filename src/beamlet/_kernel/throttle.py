@@ -40,7 +40,7 @@ loops in is found by the runaway's own thread: JUMP events on for all code for
 a moment (:meth:`_seek`), until each runaway looked for has jumped once.
 Python 3.11 has no ``sys.monitoring``: :class:`TraceThrottle` drives the same
 turns from a trace function on the runaway's thread (where the TraceKiller is
-used, which shares that slot; ``BEAMLET_TRACE_THROTTLE=0`` switches it off).
+used, which shares that slot; opt-in: ``BEAMLET_TRACE_THROTTLE=1``).
 """
 
 from __future__ import annotations
