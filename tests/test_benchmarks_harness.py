@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmarks.__main__ import print_row
+from benchmarks.suite import HIGHER, Metric, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,10 +75,6 @@ def test_ratios_read_as_speedups_between_beamlet_columns(capsys):
     """Against another runtime a ratio > 1 means beamlet does better; between two
     beamlet columns (--schedulers, --tree) it means the later column does better:
     2 schedulers that halve the time show 2.00x, not 0.50x."""
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.__main__ import print_row
-    from benchmarks.suite import HIGHER, Metric, Workload
-
     w = Workload("w", "a workload", (1,), (1,),
                  (Metric("seconds", "s"), Metric("per_s", "/s", better=HIGHER)))  # fmt: skip
     row = {"args": [1], "runtimes": {
